@@ -1,0 +1,91 @@
+"""`ganpipe`: one verb per user task. Every verb has --help; errors are one clear message, exit 2."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Distributed GAN training on Ray, from WebDataset shards to an MLflow-registered generator.", no_args_is_help=True, add_completion=False)
+console = Console()
+err = Console(stderr=True)
+
+
+def _mount_data() -> None:
+    try:
+        from pipeline.data.cli import data_app
+    except ImportError:  # data CLI not built yet
+        return
+    app.add_typer(data_app, name="data", help="Pack, list and verify WebDataset shards (local folder or s3://).")
+
+
+_mount_data()
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    job: Path = typer.Argument(..., help="Job spec YAML (see jobs/)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a field: --set train.steps=50 (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved spec and exit; starts nothing."),
+    name: Optional[str] = typer.Option(None, help="Ray Train run name; reuse one to resume its last checkpoint."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: spec, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train a GAN job on Ray (local instance, or the cluster at $RAY_ADDRESS) and register its generator."""
+    from pipeline.data.errors import DataError
+    from pipeline.spec import SpecError, load_job
+
+    try:
+        spec = load_job(job, set_)
+    except SpecError as e:
+        _fail(str(e))
+    if dry_run:
+        import yaml
+
+        console.print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), end="", highlight=False, markup=False)
+        return
+    from pipeline.train.launch import train as run_training
+
+    try:
+        out = run_training(spec, run_name=name, tracking_uri=tracking_uri, show_progress=progress)
+    except DataError as e:
+        _fail(str(e))
+    champion = " (alias champion)" if out.became_champion else ""
+    console.print(f"[green]done[/] run {out.run_name}")
+    console.print(f"  MLflow run      {out.run_id}  at {out.tracking_uri}")
+    console.print(f"  checkpoint      {out.checkpoint_path}")
+    console.print(f"  registered      models:/{spec.tracking.registered_model}/{out.model_version}{champion}")
+
+
+@app.command()
+def sample(
+    model_uri: str = typer.Argument(..., help="MLflow model URI, e.g. models:/gan-digits@champion."),
+    n: int = typer.Option(64, "-n", min=1, help="Number of samples."),
+    output: Path = typer.Option(Path("samples.png"), "-o", "--output", help="PNG file to write."),
+    seed: int = typer.Option(0, help="Seed of the latent vectors."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI."),
+) -> None:
+    """Draw n samples from a registered generator into one PNG grid."""
+    from pipeline.sampling import sample_grid
+
+    try:
+        sample_grid(model_uri, n=n, output=output, seed=seed, tracking_uri=tracking_uri)
+    except Exception as e:  # a wrong URI or an unreachable store: one line, not a traceback
+        _fail(f"cannot sample {model_uri}: {e}")
+    console.print(f"wrote {output} ({n} samples from {model_uri})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

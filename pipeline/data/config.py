@@ -1,0 +1,65 @@
+"""DataSpec: where the shards live and how one rank streams them. The job spec embeds it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class DataSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    root: str = Field(description="local folder or s3://bucket/prefix holding manifest.json and the shards")
+    shards: str | None = Field(
+        default=None,
+        description='brace pattern relative to root, e.g. "shard-{000000..000002}.tar"; default: every shard in the manifest',
+    )
+    resolution: int = Field(default=32, description="image side in pixels; must equal the manifest's image size")
+    shuffle_buffer: int = Field(default=1000, ge=0, description="raw samples held in memory for shuffling; 0 = no shuffle")
+    sampling: Literal["resampled", "epoch"] = "resampled"
+    epoch_tail: Literal["drop", "pad"] = Field(
+        default="drop", description="epoch mode: drop the samples that do not fill a batch on every rank, or pad by repeating"
+    )
+    loader_workers: int = Field(default=0, ge=0, description="torch DataLoader worker processes per rank")
+    endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, moto); else AWS_ENDPOINT_URL_S3 or boto3's default"
+    )
+    on_corrupt: Literal["fail", "skip"] = "fail"
+    max_corrupt_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @field_validator("root")
+    @classmethod
+    def _root_not_empty(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("root must name a local folder or an s3://bucket/prefix")
+        if value.startswith("s3://") and len(value) <= len("s3://"):
+            raise ValueError("root s3:// URL needs a bucket, e.g. s3://bucket/prefix")
+        if "://" in value and not value.startswith("s3://"):
+            raise ValueError(f"root {value!r}: only local paths and s3:// URLs are supported")
+        return value.rstrip("/") if value not in ("/",) else value
+
+    @field_validator("resolution")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        # The generator and discriminator double/halve the side at every block: only powers of two
+        # land exactly on the 4x4 base, and 8 is the smallest that leaves one block.
+        if value < 8 or value & (value - 1):
+            raise ValueError(f"resolution must be a power of two >= 8 (8, 16, 32, ...), got {value}")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_is_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint_url must start with http:// or https://, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _skip_needs_budget(self) -> "DataSpec":
+        # "skip" with a zero budget would fail on the first corrupt sample, i.e. behave like "fail"
+        # while the job says otherwise: ask for an explicit budget instead of guessing one.
+        if self.on_corrupt == "skip" and self.max_corrupt_fraction <= 0.0:
+            raise ValueError("on_corrupt='skip' needs max_corrupt_fraction > 0 (the share of samples allowed to be corrupt)")
+        return self

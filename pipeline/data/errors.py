@@ -1,0 +1,22 @@
+"""Errors the data plane raises on purpose, so callers can tell bad data from bugs."""
+
+
+class DataError(ValueError):
+    """The data does not match what the spec or the manifest promises (missing shard, wrong size,
+    corrupt sample, unreadable manifest). The message names every offending shard or key."""
+
+
+class CorruptSampleError(DataError):
+    """A sample could not be decoded. The message names the shard URL and the sample key.
+
+    The constructor takes one message argument on purpose: torch's DataLoader re-raises a worker's
+    exception in the main process as `type(exc)(message)`, which must keep working."""
+
+    def __init__(self, message: str, *, url: str | None = None, key: str | None = None):
+        super().__init__(message)
+        self.url = url
+        self.key = key
+
+    @classmethod
+    def of(cls, url: str, key: str, reason: str) -> "CorruptSampleError":
+        return cls(f"corrupt sample {key!r} in shard {url}: {reason}", url=url, key=key)

@@ -1,0 +1,99 @@
+"""manifest.json: what a data snapshot holds, and the cheap checks run before any worker starts.
+
+The sha256 of the manifest's bytes is the data snapshot id: training, MLflow tags and the
+retraining scheduler compare it to decide whether the data changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+from braceexpand import braceexpand
+
+from pipeline.data import store
+from pipeline.data.config import DataSpec
+from pipeline.data.errors import DataError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+_REQUIRED_KEYS = ("format", "image_size", "num_samples", "shards", "total_bytes")
+
+
+def load_manifest(root: str, endpoint_url: str | None = None) -> tuple[dict, str]:
+    """(manifest, snapshot id): the parsed manifest.json under root and the sha256 hex of its bytes."""
+    url = store.join(root, MANIFEST_NAME)
+    try:
+        raw = store.read_bytes(url, endpoint_url=endpoint_url)
+    except FileNotFoundError as exc:
+        raise DataError(f"no {MANIFEST_NAME} at {url}: pack the data first (ganpipe data pack)") from exc
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
+        raise DataError(f"{url} is not valid JSON: {exc}") from exc
+    validate_manifest(manifest, where=url)
+    return manifest, hashlib.sha256(raw).hexdigest()
+
+
+def validate_manifest(manifest: dict, where: str = MANIFEST_NAME) -> None:
+    if not isinstance(manifest, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    missing = [k for k in _REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise DataError(f"{where}: missing keys {missing}")
+    if manifest["format"] != FORMAT_VERSION:
+        raise DataError(f"{where}: format {manifest['format']!r} is not supported (expected {FORMAT_VERSION})")
+    for i, shard in enumerate(manifest["shards"]):
+        if not {"name", "samples", "bytes", "sha256"} <= set(shard):
+            raise DataError(f"{where}: shard entry {i} lacks one of name/samples/bytes/sha256")
+
+
+def manifest_resolution(manifest: dict) -> int:
+    """Image side from the manifest's image_size ([C, H, W] with H == W, or a bare int)."""
+    size = manifest["image_size"]
+    return int(size[-1]) if isinstance(size, (list, tuple)) else int(size)
+
+
+def selected_shards(spec: DataSpec, manifest: dict) -> list[dict]:
+    """Manifest entries of the shards the spec selects, in pattern order (manifest order by default)."""
+    by_name = {s["name"]: s for s in manifest["shards"]}
+    if spec.shards is None:
+        chosen = list(manifest["shards"])
+    else:
+        names = list(braceexpand(spec.shards))
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise DataError(f"shards pattern {spec.shards!r} names shards not in the manifest: {unknown}")
+        chosen = [by_name[n] for n in names]
+    if not chosen:
+        raise DataError(f"no shards selected under {spec.root}")
+    return chosen
+
+
+def shard_urls(spec: DataSpec, manifest: dict) -> list[str]:
+    """Full URLs (local paths or s3://...) of the selected shards."""
+    return [store.join(spec.root, s["name"]) for s in selected_shards(spec, manifest)]
+
+
+def check_shards(spec: DataSpec) -> dict:
+    """Fail fast, before Ray workers start: every selected shard exists with the manifest's size, and
+    the manifest's image size is the spec's resolution. Lists every problem at once. Returns the manifest."""
+    manifest, _ = load_manifest(spec.root, endpoint_url=spec.endpoint_url)
+    problems = []
+    found = manifest_resolution(manifest)
+    if found != spec.resolution:
+        problems.append(f"resolution: spec asks for {spec.resolution}, the manifest's images are {found}x{found}")
+    shards = selected_shards(spec, manifest)
+    urls = [store.join(spec.root, s["name"]) for s in shards]
+    # HEAD requests are latency-bound; a few in flight make a 1,000-shard check take seconds, not minutes.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        infos = list(pool.map(lambda u: store.stat(u, endpoint_url=spec.endpoint_url), urls))
+    for shard, url, info in zip(shards, urls, infos):
+        if info is None:
+            problems.append(f"missing shard: {url}")
+        elif info.size != shard["bytes"]:
+            problems.append(f"size mismatch: {url} is {info.size} bytes, the manifest says {shard['bytes']}")
+    if problems:
+        raise DataError(f"{len(problems)} problem(s) with the data under {spec.root}:\n  " + "\n  ".join(problems))
+    return manifest

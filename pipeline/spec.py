@@ -1,0 +1,153 @@
+"""The job spec: one YAML file, validated once at the boundary into a frozen JobSpec.
+
+Each component owns its section's model (data/config.py, gan/config.py, eval/config.py); this file
+composes them, adds the run-level sections and every cross-field rule, and turns pydantic's errors
+into messages that name the field, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from pipeline.data.config import DataSpec
+from pipeline.eval.config import EvalSpec
+from pipeline.gan.config import (
+    Frozen,
+    LossSpec,
+    ModelSpec,
+    OptimSpec,
+    Regularizer,
+    check_regularization,
+)
+
+
+class TrainSpec(Frozen):
+    steps: int = Field(ge=1)
+    # Global batch: kept fixed when the worker count changes (per-worker batch = global / workers).
+    global_batch: int = Field(64, ge=1)
+    seed: int = 0
+    log_every: int = Field(10, ge=1)
+    sample_every: int = Field(100, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    eval_every: int = Field(0, ge=0, description="0 = only at the end (when `eval` is set)")
+
+
+class ScalingSpec(Frozen):
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = Field(default_factory=lambda: {"CPU": 1})
+    torch_threads: int = Field(1, ge=1)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    # Seconds to wait for the worker group; an impossible request fails instead of retrying forever.
+    start_timeout_s: float = Field(120, gt=0)
+    max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint")
+
+
+class CheckpointSpec(Frozen):
+    storage_path: str = Field("./ray_results", description="local folder or s3://bucket/prefix")
+    num_to_keep: int = Field(2, ge=1)
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint for an s3:// storage_path")
+
+
+class TrackingSpec(Frozen):
+    experiment: str = "gan"
+    registered_model: str = "gan"
+    tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    grid_size: int = Field(64, ge=1)
+
+
+class JobSpec(Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    data: DataSpec
+    model: ModelSpec = ModelSpec()
+    loss: LossSpec = LossSpec()
+    regularization: tuple[Regularizer, ...] = ()
+    optim: OptimSpec = OptimSpec()
+    train: TrainSpec
+    scaling: ScalingSpec = ScalingSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    eval: EvalSpec | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _no_credentials_in_urls(cls, data: DataSpec) -> DataSpec:
+        # Credentials come from boto3's chain; a URL with user:password would leak into MLflow params.
+        for url in (data.root, data.endpoint_url or ""):
+            if urlsplit(url).password is not None:
+                raise ValueError("credentials in a URL are refused; use the AWS credential chain")
+        return data
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "JobSpec":
+        workers = self.scaling.num_workers
+        if self.train.global_batch % workers:
+            raise ValueError(
+                f"train.global_batch ({self.train.global_batch}) must be divisible by"
+                f" scaling.num_workers ({workers})"
+            )
+        check_regularization(self.regularization, self.loss.kind)
+        if self.scaling.precision == "bf16" and not self.scaling.use_gpu:
+            raise ValueError("scaling.precision bf16 needs scaling.use_gpu: true")
+        return self
+
+    @property
+    def per_worker_batch(self) -> int:
+        return self.train.global_batch // self.scaling.num_workers
+
+    def sha256(self) -> str:
+        """Identity of the resolved spec (tagged on the registered model)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+class SpecError(ValueError):
+    """A job spec that does not validate; the message lists every offending field."""
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return f"  {loc or '<job>'}: {msg}{shown}"
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`--set a.b=VALUE`: VALUE is parsed as YAML so numbers, booleans and lists keep their types."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--set expects KEY=VALUE, got {item!r}")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SpecError(f"--set {key}: `{part}` is not a section")
+        node[leaf] = yaml.safe_load(value)
+    return raw
+
+
+def parse_job(raw: dict[str, Any], source: str = "<spec>") -> JobSpec:
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as e:
+        lines = [_describe(err) for err in e.errors(include_url=False)]
+        raise SpecError(f"invalid job spec {source}:\n" + "\n".join(lines)) from None
+
+
+def load_job(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SpecError(f"cannot read job spec {path}: {e}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"job spec {path} must be a YAML mapping")
+    return parse_job(apply_overrides(raw, overrides or []), str(path))

@@ -1,0 +1,52 @@
+"""The registered generator: logged pickle-free (torch.export "pt2"), registered, aliased.
+
+Contract kept by every version: `mlflow.pytorch.load_model("models:/NAME@champion")` gives a module
+mapping float32 z (N, z_dim) to float32 images (N, 3, H, W) in [-1, 1] on CPU, with no code of ours
+needed by the caller (the exported graph carries the architecture and weights).
+"""
+from __future__ import annotations
+
+import logging
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from torch import nn
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+
+
+def log_generator(generator: nn.Module, *, z_dim: int, run_id: str, tracking_uri: str) -> str:
+    """Export G (eval mode, CPU, float32) into the run; returns the logged model's URI."""
+    generator = generator.to("cpu").float().eval()
+    # Batch 2 (not 1): torch.export keeps a size-1 dim static, and the batch dim must stay dynamic.
+    example = np.random.default_rng(0).standard_normal((2, z_dim)).astype(np.float32)
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id), torch.no_grad():
+        info = mlflow.pytorch.log_model(
+            generator,
+            name="generator",
+            input_example=example,
+            serialization_format="pt2",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
+    return info.model_uri
+
+
+def register(model_uri: str, *, name: str, tags: dict[str, str], tracking_uri: str) -> tuple[str, bool]:
+    """Register a new version with `tags`; alias it `champion` when there is none yet.
+
+    Returns (version, became_champion). Promotion over an existing champion is the gate's job.
+    """
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    try:
+        client.get_model_version_by_alias(name, CHAMPION)
+        return mv.version, False
+    except MlflowException:
+        client.set_registered_model_alias(name, CHAMPION, mv.version)
+        return mv.version, True

@@ -1,0 +1,186 @@
+"""The driver: check the data, open the MLflow run, run Ray Train's TorchTrainer, register G.
+
+Everything that can fail cheaply (spec, shards, tracking store) fails here, before any worker starts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from pipeline.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    run_name: str
+    tracking_uri: str
+    checkpoint_path: str
+    model_version: str | None
+    became_champion: bool
+    model_uri: str | None
+
+
+def resolve_tracking_uri(spec_uri: str | None) -> str:
+    """Spec, then $MLFLOW_TRACKING_URI, then a SQLite file in the working folder (made absolute,
+    because Ray workers do not share the driver's working directory)."""
+    uri = spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
+def storage(spec: JobSpec) -> tuple[str, object | None]:
+    """(storage_path, pyarrow filesystem or None) for Ray Train's RunConfig."""
+    path, endpoint = spec.checkpoint.storage_path, spec.checkpoint.endpoint_url
+    if not path.startswith("s3://"):
+        return str(Path(path).expanduser().resolve()), None
+    import pyarrow.fs
+
+    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3")
+    if endpoint is None:
+        return path, None
+    # pyarrow needs host:port plus the scheme separately; plain-http endpoints (MinIO, moto) need "http".
+    parts = urlsplit(endpoint)
+    fs = pyarrow.fs.S3FileSystem(endpoint_override=parts.netloc, scheme=parts.scheme or "https")
+    return path.removeprefix("s3://"), fs
+
+
+def _flat(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else k, v, out)
+    elif isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list)) for v in value):
+        for i, v in enumerate(value):
+            _flat(f"{prefix}.{i}", v, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def open_run(spec: JobSpec, *, tracking_uri: str, run_name: str, manifest_sha: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(spec.tracking.experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(spec.tracking.experiment)
+    run = client.create_run(exp_id, run_name=run_name, tags={"job": spec.name, "data_manifest_sha256": manifest_sha, "spec_sha256": spec.sha256()})
+    resolved = spec.model_dump(mode="json")
+    from mlflow.entities import Param
+
+    params = [Param(k, str(v)) for k, v in _flat("", resolved, {}).items()]
+    for i in range(0, len(params), 100):  # MLflow's per-batch cap on params
+        client.log_batch(run.info.run_id, params=params[i : i + 100])
+    client.log_text(run.info.run_id, yaml.safe_dump(resolved, sort_keys=False), "job.yaml")
+    return run.info.run_id
+
+
+def _init_ray(num_workers: int) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # A request no cluster can satisfy must fail, not wait forever (DESIGN.md: Ray Train 2.60).
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
+    ray.init(
+        address=os.environ.get("RAY_ADDRESS"),  # unset: a local instance for this process
+        logging_level=logging.ERROR,
+        log_to_driver=os.environ.get("GANPIPE_RAY_LOGS") == "1",
+        include_dashboard=False,
+        configure_logging=True,
+    )
+
+
+def train(spec: JobSpec, *, run_name: str | None = None, tracking_uri: str | None = None, show_progress: bool = True) -> TrainOutcome:
+    from pipeline.data.manifest import check_shards, load_manifest
+
+    check_shards(spec.data)  # missing or mismatched shards: a clear error before Ray starts
+    _, manifest_sha = load_manifest(spec.data.root, spec.data.endpoint_url)
+    tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri)
+    # Unique by default: Ray resumes a (storage_path, name) pair even after success.
+    run_name = run_name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = open_run(spec, tracking_uri=tracking_uri, run_name=run_name, manifest_sha=manifest_sha)
+    storage_path, fs = storage(spec)
+    _init_ray(spec.scaling.num_workers)
+    try:
+        result = _fit(spec, run_name=run_name, run_id=run_id, tracking_uri=tracking_uri, storage_path=storage_path, fs=fs, show_progress=show_progress)
+    except BaseException:
+        _end_run(tracking_uri, run_id, "FAILED")
+        raise
+    from pipeline.train.export import generator_from_checkpoint
+    from pipeline.tracking.registry import log_generator, register
+
+    with result.checkpoint.as_directory() as d:
+        generator, meta = generator_from_checkpoint(d, spec)
+    model_uri = log_generator(generator, z_dim=spec.model.z_dim, run_id=run_id, tracking_uri=tracking_uri)
+    tags = {
+        "z_dim": spec.model.z_dim,
+        "resolution": spec.data.resolution,
+        "job": spec.name,
+        "steps": meta["step"],
+        "spec_sha256": spec.sha256(),
+        "data_manifest_sha256": manifest_sha,
+        "run_id": run_id,
+    }
+    version, champion = register(model_uri, name=spec.tracking.registered_model, tags=tags, tracking_uri=tracking_uri)
+    _end_run(tracking_uri, run_id, "FINISHED")
+    return TrainOutcome(run_id, run_name, tracking_uri, result.checkpoint.path, version, champion, model_uri)
+
+
+def _end_run(tracking_uri: str, run_id: str, status: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=tracking_uri).set_terminated(run_id, status)
+    except Exception as e:  # the outcome is already in the checkpoint; say so and go on
+        log.warning("could not mark MLflow run %s %s: %s", run_id, status, e)
+
+
+def _fit(spec: JobSpec, *, run_name, run_id, tracking_uri, storage_path, fs, show_progress):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.util.queue import Queue
+
+    from pipeline.train.progress import follow
+    from pipeline.train.worker import train_loop_per_worker
+
+    progress = Queue(maxsize=10_000) if show_progress else None
+    s = spec.scaling
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec.model_dump(mode="json"), "tracking_uri": tracking_uri, "run_id": run_id, "progress": progress},
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=dict(s.resources_per_worker)),
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=s.max_failures, controller_failure_limit=1),
+            checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep),
+        ),
+    )
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as e:  # re-raised in the driver's thread below
+            box["error"] = e
+
+    thread = threading.Thread(target=run, name="ray-train-fit", daemon=True)
+    thread.start()
+    follow(progress, total=spec.train.steps, alive=thread.is_alive, enabled=show_progress)
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]

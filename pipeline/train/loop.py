@@ -1,0 +1,172 @@
+"""One training step: D's main phase, D's lazy reg phase when due, G's phase, then the EMA.
+
+Under DDP (two separately wrapped modules, G and D):
+- D's phase makes fakes with the *unwrapped* G under no_grad: no backward will follow, so G's
+  reducer must not expect one. Reals and fakes go through D in one forward (D has no batch norm,
+  so concatenating changes nothing but the cost).
+- G's phase runs the *unwrapped* D with its parameters frozen: the gradient reaches the fakes and G's
+  DDP reducer all-reduces G's gradients; D's reducer is not involved and D gets no stale gradients.
+- Gradient penalties take ∂D/∂x with autograd.grad(create_graph=True) and an ordinary backward
+  (see pipeline/gan/penalties.py for why the `logits * 0` term is there).
+Every rank runs the same phases in the same order (the schedule depends on the step alone), so the
+collectives line up.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline.gan.losses import d_loss, g_loss
+from pipeline.gan.penalties import r1_penalty, r2_penalty, wgan_gp_penalty
+from pipeline.train.regularization import Regularization, strength
+
+AllReduce = Callable[[Tensor], Tensor]
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+@dataclass
+class GanParts:
+    G: nn.Module                       # DDP-wrapped on several workers
+    D: nn.Module
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+    ema: object | None = None          # pipeline.gan.ema.EMA
+    ada: object | None = None          # pipeline.gan.augment.AdaController
+    lecam: object | None = None        # pipeline.gan.lecam.LeCamAnchors
+
+
+class GanStep:
+    def __init__(
+        self,
+        parts: GanParts,
+        *,
+        loss: str,
+        regs: Regularization,
+        global_batch: int,
+        all_reduce: AllReduce | None = None,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        generator: torch.Generator | None = None,
+    ):
+        self.p, self.loss, self.regs = parts, loss, regs
+        self.global_batch = global_batch
+        self.all_reduce = all_reduce
+        self.autocast = autocast
+        self.generator = generator  # per-rank randomness of augmentation and WGAN-GP's ε
+        self.every = regs.lazy_every
+
+    # -- augmentation, applied to every image D sees (reals and fakes alike) --------------------------
+    def augment(self, x: Tensor) -> Tensor:
+        diff, ada = self.regs.get("diffaugment"), self.regs.get("adaptive_augment")
+        if diff is not None:
+            from pipeline.gan.augment import diff_augment
+
+            return diff_augment(x, diff.policies, generator=self.generator)
+        if ada is not None and self.p.ada is not None:
+            from pipeline.gan.augment import augment_with_probability
+
+            return augment_with_probability(x, self.p.ada.p, ada.policies, generator=self.generator)
+        return x
+
+    def _d(self, x: Tensor) -> Tensor:
+        return self.p.D(self.augment(x))
+
+    def __call__(self, step: int, real: Tensor, z_d: Tensor, z_g: Tensor) -> dict[str, Tensor | float]:
+        stats: dict[str, Tensor | float] = {}
+        fake = self.d_main(step, real, z_d, stats)
+        if self.every > 1 and step % self.every == 0:
+            self.d_reg(step, real, fake, stats)
+        self.g_main(step, z_g, stats)
+        if self.p.ema is not None:
+            stats["ema/beta"] = self.p.ema.update(self.p.G, step=step, batch_size=self.global_batch)
+        return stats
+
+    def d_main(self, step: int, real: Tensor, z: Tensor, stats: dict) -> Tensor:
+        with torch.no_grad(), self.autocast():
+            fake = unwrap(self.p.G)(z).float()
+        with self.autocast():
+            logits = self._d(torch.cat([real, fake])).float()
+        real_logits, fake_logits = logits[: len(real)], logits[len(real):]
+        adv = d_loss(self.loss, real_logits, fake_logits)
+        loss = adv
+        penalty, logged = self.regs.weight_penalty("discriminator", unwrap(self.p.D), step)
+        loss = loss + penalty
+        stats.update(logged)
+        lecam = self.regs.get("lecam")
+        if lecam is not None and self.p.lecam is not None:
+            from pipeline.gan.lecam import lecam_penalty
+
+            self.p.lecam.update(real_logits.detach(), fake_logits.detach(), all_reduce=self.all_reduce)
+            w = strength(lecam.weight, step)
+            lc = lecam_penalty(real_logits, fake_logits, self.p.lecam.anchor_real, self.p.lecam.anchor_fake)
+            loss = loss + w * lc
+            stats.update({"reg/lecam": lc.detach(), "reg/lecam_weight": w})
+        if self.p.ada is not None:
+            self.p.ada.observe(real_logits.detach())
+        if self.every == 1:  # penalties ride along in the main step: no extra optimizer step
+            for r in self.regs.gradient_penalties:
+                loss = loss + self._gradient_penalty(r, step, real, fake, gain=1, stats=stats)
+        self.p.d_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.p.d_opt.step()
+        stats.update(
+            {
+                "loss/d": adv.detach(),
+                "loss/d_total": loss.detach(),
+                "d/real_logit": real_logits.detach().mean(),
+                "d/fake_logit": fake_logits.detach().mean(),
+            }
+        )
+        return fake
+
+    def d_reg(self, step: int, real: Tensor, fake: Tensor, stats: dict) -> None:
+        """Lazy regularization: the penalties alone, scaled by the gain `every`, in their own D step
+        (the optimizer's lr and betas were adjusted for it with lazy_adam)."""
+        loss: Tensor | float = 0.0
+        for r in self.regs.gradient_penalties:
+            loss = loss + self._gradient_penalty(r, step, real, fake, gain=self.every, stats=stats)
+        self.p.d_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.p.d_opt.step()
+
+    def _gradient_penalty(self, r, step: int, real: Tensor, fake: Tensor, *, gain: int, stats: dict) -> Tensor:
+        w = strength(r.weight, step)
+        with self.autocast():
+            if r.kind == "r1":
+                pen, logits = r1_penalty(self._d, real)
+                scale = w / 2  # R1 is conventionally γ/2·E‖∇D‖²
+            elif r.kind == "r2":
+                pen, logits = r2_penalty(self._d, fake)
+                scale = w / 2
+            else:
+                pen, logits = wgan_gp_penalty(self._d, real, fake, generator=self.generator)
+                scale = w
+        stats[f"reg/{r.kind}"] = pen.detach()
+        stats[f"reg/{r.kind}_weight"] = w
+        # `logits * 0`: puts every D parameter in the graph so DDP's buckets all fire (penalties.py).
+        return pen.float() * (scale * gain) + logits.float().sum() * 0
+
+    def g_main(self, step: int, z: Tensor, stats: dict) -> None:
+        d_plain = unwrap(self.p.D)
+        d_plain.requires_grad_(False)
+        try:
+            with self.autocast():
+                fake = self.p.G(z)
+                logits = d_plain(self.augment(fake)).float()
+            adv = g_loss(self.loss, logits)
+            penalty, logged = self.regs.weight_penalty("generator", unwrap(self.p.G), step)
+            loss = adv + penalty
+            self.p.g_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.p.g_opt.step()
+        finally:
+            d_plain.requires_grad_(True)
+        stats.update(logged)
+        stats["loss/g"] = adv.detach()

@@ -1,0 +1,249 @@
+"""train_loop_per_worker: what each Ray Train worker runs, top to bottom.
+
+build (models, DDP, optimizers, regularizers) → resume from ray.train.get_checkpoint() if any →
+stream this rank's share of the data → step loop → every rank reports at checkpoint steps, rank 0
+attaches the checkpoint and owns MLflow logging and progress.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from ray.train import Checkpoint
+
+from pipeline.data.stream import make_batches
+from pipeline.eval.grid import grid_png
+from pipeline.gan.ema import EMA
+from pipeline.gan.models import build_models
+from pipeline.gan.penalties import lazy_adam
+from pipeline.spec import JobSpec
+from pipeline.train.loop import GanParts, GanStep, unwrap
+from pipeline.train.regularization import Regularization
+from pipeline.train.state import load_state, save_state
+
+log = logging.getLogger(__name__)
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        t = t.clone()
+        dist.all_reduce(t)
+    return t
+
+
+def noise(seed: int, step: int, phase: int, *, global_batch: int, z_dim: int, rank: int, per_rank: int, device) -> torch.Tensor:
+    """This rank's slice of the step's global z. Drawing the global batch and slicing it makes the run
+    independent of the worker count: 1 worker × B and 2 workers × B/2 see the same z."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 4 + phase)
+    z = torch.randn(global_batch, z_dim, generator=g)
+    return z[rank * per_rank : (rank + 1) * per_rank].to(device)
+
+
+def _with_spectral_norm(module: torch.nn.Module) -> torch.nn.Module:
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for layer in list(module.modules()):
+        if isinstance(layer, (torch.nn.modules.conv._ConvNd, torch.nn.Linear)):
+            spectral_norm(layer)
+    return module
+
+
+def build_parts(spec: JobSpec, regs: Regularization, device) -> GanParts:
+    m = spec.model
+    G, D = build_models(
+        kind=m.kind, z_dim=m.z_dim, g_width=m.g_width, d_width=m.d_width,
+        resolution=spec.data.resolution, g_norm=m.g_norm, d_dropout=m.d_dropout,
+    )
+    sn = regs.spectral_norm_targets()
+    G = _with_spectral_norm(G) if "generator" in sn else G
+    D = _with_spectral_norm(D) if "discriminator" in sn else D
+    ema_spec = regs.get("ema")
+    ema = EMA(G, beta=ema_spec.beta, half_life_images=ema_spec.half_life_images, rampup=ema_spec.rampup) if ema_spec else None
+    if ema is not None:
+        ema.module.to(device)
+    # Two DDP modules; buffers are not broadcast because G's BN statistics are per-rank by design and
+    # a broadcast each forward would cost a collective per phase.
+    ddp = {"broadcast_buffers": False}
+    G = ray.train.torch.prepare_model(G, parallel_strategy_kwargs=ddp)
+    D = ray.train.torch.prepare_model(D, parallel_strategy_kwargs=ddp)
+    g_adam, d_adam = spec.optim.g, spec.optim.d
+    d_lr, d_betas = lazy_adam(d_adam.lr, d_adam.betas, regs.lazy_every)
+    ada = None
+    if (a := regs.get("adaptive_augment")) is not None:
+        from pipeline.gan.augment import AdaController
+
+        ada = AdaController(target=a.rt_target, adjust_images=a.adjust_images, interval=a.interval)
+    lecam = None
+    if (lc := regs.get("lecam")) is not None:
+        from pipeline.gan.lecam import LeCamAnchors
+
+        lecam = LeCamAnchors(decay=lc.decay)
+    return GanParts(
+        G=G,
+        D=D,
+        g_opt=torch.optim.Adam(G.parameters(), lr=g_adam.lr, betas=g_adam.betas),
+        d_opt=torch.optim.Adam(D.parameters(), lr=d_lr, betas=d_betas),
+        ema=ema,
+        ada=ada,
+        lecam=lecam,
+    )
+
+
+def _state_of(parts: GanParts, step: int, positions: list, samples_seen: int) -> dict[str, Any]:
+    state = {
+        "step": step,
+        "samples_seen": samples_seen,
+        "G": unwrap(parts.G).state_dict(),
+        "D": unwrap(parts.D).state_dict(),
+        "g_opt": parts.g_opt.state_dict(),
+        "d_opt": parts.d_opt.state_dict(),
+        "data_positions": positions,
+    }
+    for name in ("ema", "ada", "lecam"):
+        if getattr(parts, name) is not None:
+            state[name] = getattr(parts, name).state_dict()
+    return state
+
+
+def _restore(parts: GanParts, state: dict[str, Any]) -> None:
+    unwrap(parts.G).load_state_dict(state["G"])
+    unwrap(parts.D).load_state_dict(state["D"])
+    parts.g_opt.load_state_dict(state["g_opt"])
+    parts.d_opt.load_state_dict(state["d_opt"])
+    for name in ("ema", "ada", "lecam"):
+        if getattr(parts, name) is not None and name in state:
+            getattr(parts, name).load_state_dict(state[name])
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    spec = JobSpec.model_validate(config["spec"])  # re-validated on the worker: one source of truth
+    torch.set_num_threads(spec.scaling.torch_threads)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(spec.train.seed)  # identical initial weights on every rank (DDP also broadcasts)
+    regs = Regularization.from_specs(spec.regularization)
+    parts = build_parts(spec, regs, device)
+
+    start, samples_seen, positions = 0, 0, None
+    if (ckpt := ray.train.get_checkpoint()) is not None:
+        with ckpt.as_directory() as d:
+            state = load_state(d)
+        _restore(parts, state)
+        start, samples_seen, positions = state["step"], state["samples_seen"], state["data_positions"]
+
+    per = spec.per_worker_batch
+    batches = make_batches(
+        spec.data, rank=rank, world_size=world, batch_size=per, seed=spec.train.seed,
+        position=positions[rank] if positions and rank < len(positions) else None,
+    )
+    bf16 = spec.scaling.precision == "bf16"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    step_fn = GanStep(
+        parts, loss=spec.loss.kind, regs=regs, global_batch=spec.train.global_batch,
+        all_reduce=_all_reduce_sum, autocast=autocast,
+        generator=torch.Generator(device=device).manual_seed(spec.train.seed * 7919 + rank + 1),
+    )
+    logger = _rank0_logger(config) if rank == 0 else None
+    progress = config.get("progress")
+    fixed_z = torch.randn(spec.tracking.grid_size, spec.model.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
+    t, window = spec.train, _Window()
+    it = iter(batches)
+    for step in range(start, t.steps):
+        real, _ = next(it)
+        real = real.to(device, non_blocking=True)
+        z_d = noise(t.seed, step, 0, global_batch=t.global_batch, z_dim=spec.model.z_dim, rank=rank, per_rank=per, device=device)
+        z_g = noise(t.seed, step, 1, global_batch=t.global_batch, z_dim=spec.model.z_dim, rank=rank, per_rank=per, device=device)
+        stats = step_fn(step, real, z_d, z_g)
+        if parts.ada is not None and (step + 1) % parts.ada.interval == 0:
+            p, rt = parts.ada.update(parts.ada.interval * t.global_batch, all_reduce=_all_reduce_sum)
+            stats.update({"ada/p": p, "ada/rt": rt})
+        samples_seen += t.global_batch
+        window.add(stats)
+        done = step + 1
+        if done % t.log_every == 0 or done == t.steps:
+            metrics = window.reduce(_all_reduce_sum, world)  # every rank: same collectives each log step
+            metrics["samples_per_s"] = window.rate(t.global_batch)
+            metrics["samples_seen"] = samples_seen
+            metrics.update(_data_stats(batches, world))
+            if logger is not None:
+                logger.log_metrics(metrics, step=done)
+            if progress is not None and rank == 0:
+                progress.put_nowait({"step": done, **metrics})
+            window = _Window()
+        if logger is not None and (done % t.sample_every == 0 or done == t.steps):
+            logger.log_png(_sample_grid(parts, fixed_z), f"samples/step_{done:07d}.png")
+        if done % t.checkpoint_every == 0 or done == t.steps:
+            _report(parts, done, samples_seen, batches, spec, rank)
+    if logger is not None:
+        logger.flush()
+
+
+def _rank0_logger(config: dict[str, Any]):
+    from pipeline.tracking.run_logger import RunLogger
+
+    return RunLogger(config["tracking_uri"], config["run_id"])
+
+
+def _sample_grid(parts: GanParts, z: torch.Tensor) -> bytes:
+    g = parts.ema.module if parts.ema is not None else unwrap(parts.G)
+    was_training = g.training
+    g.eval()
+    with torch.no_grad():
+        images = g(z)
+    g.train(was_training)
+    return grid_png(images)
+
+
+def _data_stats(batches, world: int) -> dict[str, float]:
+    stats = batches.stats() if hasattr(batches, "stats") else {}
+    counters = [float(stats.get(k, 0)) for k in ("corrupt_skipped", "samples")]
+    summed = _all_reduce_sum(torch.tensor(counters, dtype=torch.float64)).tolist()
+    return {"data/corrupt_skipped": summed[0], "data/samples_read": summed[1], "data/epoch": float(stats.get("epoch", 0))}
+
+
+def _report(parts: GanParts, step: int, samples_seen: int, batches, spec: JobSpec, rank: int) -> None:
+    """Every rank reports (report is a barrier); only rank 0 attaches the checkpoint."""
+    position = batches.state()
+    positions = [None] * (dist.get_world_size() if dist.is_initialized() else 1)
+    if dist.is_initialized():
+        dist.all_gather_object(positions, position)
+    else:
+        positions = [position]
+    metrics = {"step": step, "samples_seen": samples_seen}
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        save_state(d, _state_of(parts, step, positions, samples_seen), {"step": step, "job": spec.name, "spec_sha256": spec.sha256()})
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
+
+
+class _Window:
+    """Running sums of step stats between two log steps (tensors stay on device until then)."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, stats: dict) -> None:
+        self.n += 1
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + (v.item() if torch.is_tensor(v) else float(v))
+
+    def reduce(self, all_reduce, world: int) -> dict[str, float]:
+        keys = sorted(self.sums)
+        means = torch.tensor([self.sums[k] / max(self.n, 1) for k in keys], dtype=torch.float64)
+        means = all_reduce(means) / world
+        return dict(zip(keys, means.tolist()))
+
+    def rate(self, global_batch: int) -> float:
+        return self.n * global_batch / max(time.perf_counter() - self.t0, 1e-9)

@@ -1,0 +1,136 @@
+"""The job spec refuses bad values naming the field, and every job in jobs/ parses."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.spec import SpecError, apply_overrides, load_job, parse_job
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = {
+    "name": "t",
+    "data": {"root": "data/digits", "resolution": 32},
+    "train": {"steps": 10, "global_batch": 8},
+    "scaling": {"num_workers": 2},
+    "regularization": [{"kind": "l2", "weight": 1e-4, "target": "discriminator"}],
+}
+
+
+def spec_with(path: str, value):
+    raw = copy.deepcopy(BASE)
+    return apply_overrides(raw, [f"{path}={value}"])
+
+
+def refused(raw) -> str:
+    with pytest.raises(SpecError) as e:
+        parse_job(raw)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("job", sorted((REPO / "jobs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_job_file_parses(job):
+    spec = load_job(job)
+    assert spec.name
+
+
+def test_base_spec_is_valid_and_frozen():
+    spec = parse_job(copy.deepcopy(BASE))
+    assert spec.per_worker_batch == 4
+    with pytest.raises(Exception):
+        spec.train.steps = 5  # frozen
+
+
+@pytest.mark.parametrize(
+    "path,value,field,hint",
+    [
+        ("data.colour", "red", "data.colour", "Extra inputs"),
+        ("model.kind", "stylegan9", "model.kind", "'dcgan' or 'resnet'"),
+        ("model.z_dim", "0", "model.z_dim", "greater than or equal to 1"),
+        ("loss.kind", "softmax", "loss.kind", "nonsaturating"),
+        ("optim.g.lr", "-1", "optim.g.lr", "greater than 0"),
+        ("train.steps", "0", "train.steps", "greater than or equal to 1"),
+        ("train.global_batch", "7", "global_batch", "divisible by scaling.num_workers"),
+        ("scaling.num_workers", "0", "scaling.num_workers", "greater than or equal to 1"),
+        ("tracking.nope", "1", "tracking.nope", "Extra inputs"),
+        ("checkpoint.num_to_keep", "0", "checkpoint.num_to_keep", "greater than or equal to 1"),
+        ("data.sampling", "sometimes", "data.sampling", "resampled"),
+        ("bogus", "1", "bogus", "Extra inputs"),
+    ],
+)
+def test_bad_values_name_the_field(path, value, field, hint):
+    msg = refused(spec_with(path, value))
+    assert field in msg and hint in msg, msg
+
+
+def test_unknown_regularizer_kind_lists_allowed():
+    raw = copy.deepcopy(BASE)
+    raw["regularization"] = [{"kind": "dropout9", "weight": 1}]
+    msg = refused(raw)
+    assert "regularization.0" in msg and "'l1'" in msg and "'r1'" in msg and "'ema'" in msg
+
+
+def test_negative_lambda_is_refused():
+    raw = copy.deepcopy(BASE)
+    raw["regularization"] = [{"kind": "l1", "weight": -0.1}]
+    msg = refused(raw)
+    assert "regularization.0" in msg and "weight" in msg and "-0.1" in msg
+
+
+@pytest.mark.parametrize(
+    "regs,reason",
+    [
+        ([{"kind": "ema", "beta": 0.99}, {"kind": "ema", "beta": 0.9}], "second `ema`"),
+        ([{"kind": "r1", "gamma": 1, "every": 0}], "every"),
+        ([{"kind": "wgan_gp"}], "allow_mismatch"),
+        ([{"kind": "ema"}], "exactly one of `beta` or `half_life_images`"),
+        ([{"kind": "r1", "gamma": 1, "every": 4}, {"kind": "r2", "gamma": 1, "every": 8}], "share one `every`"),
+        ([{"kind": "diffaugment"}, {"kind": "adaptive_augment"}], "not both"),
+        ([{"kind": "l2", "weight": 1, "target": "everything"}], "target"),
+    ],
+)
+def test_invalid_combinations_give_a_reason(regs, reason):
+    raw = copy.deepcopy(BASE)
+    raw["regularization"] = regs
+    assert reason in refused(raw)
+
+
+def test_r1_accepts_gamma_and_weight_penalties_may_repeat_on_other_targets():
+    raw = copy.deepcopy(BASE)
+    raw["regularization"] = [
+        {"kind": "r1", "gamma": 0.5, "every": 16},
+        {"kind": "l2", "weight": 1e-4, "target": "discriminator"},
+        {"kind": "l2", "weight": 1e-5, "target": "generator"},
+    ]
+    spec = parse_job(raw)
+    assert spec.regularization[0].weight == 0.5 and spec.regularization[0].every == 16
+
+
+def test_wgan_gp_with_wasserstein_loss_is_fine():
+    raw = copy.deepcopy(BASE)
+    raw["loss"] = {"kind": "wasserstein"}
+    raw["regularization"] = [{"kind": "wgan_gp", "weight": 10}]
+    assert parse_job(raw).regularization[0].weight == 10
+
+
+def test_credentials_in_urls_are_refused():
+    msg = refused(spec_with("data.endpoint_url", "http://key:secret@127.0.0.1:9000"))
+    assert "data" in msg and "credentials" in msg and "secret" not in msg  # never echo a secret
+
+
+def test_overrides_keep_types_and_reject_garbage():
+    raw = apply_overrides(copy.deepcopy(BASE), ["train.steps=50", "optim.g.betas=[0.0, 0.99]", "scaling.use_gpu=false"])
+    spec = parse_job(raw)
+    assert spec.train.steps == 50 and spec.optim.g.betas == (0.0, 0.99) and spec.scaling.use_gpu is False
+    with pytest.raises(SpecError, match="KEY=VALUE"):
+        apply_overrides({}, ["train.steps"])
+
+
+def test_load_job_reports_yaml_errors(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="cannot read job spec"):
+        load_job(p)
+    p.write_text(yaml.safe_dump(["not", "a", "mapping"]))
+    with pytest.raises(SpecError, match="mapping"):
+        load_job(p)
