@@ -8,7 +8,7 @@ live here too, so that `verify` judges a sample exactly as training would.
 from __future__ import annotations
 
 import io
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import webdataset as wds
@@ -19,14 +19,39 @@ from pipeline.data import s3  # noqa: F401  (import registers the s3:// scheme i
 from pipeline.data.errors import CorruptSampleError, DataError
 
 
-def iter_shard(url: str, endpoint_url: str | None = None) -> Iterator[dict]:
-    """Raw samples of one shard in file order: dicts with __key__, __url__, png, cls (bytes)."""
-    stream = wds.gopen(url, "rb", endpoint_url=endpoint_url) if url.startswith("s3://") else open(url, "rb")
+def iter_shard(url: str, endpoint_url: str | None = None, tap: Callable[[bytes], None] | None = None) -> Iterator[dict]:
+    """Raw samples of one shard in file order: dicts with __key__, __url__, png, cls (bytes).
+    `tap` sees every byte of the shard, trailing tar padding included (verify hashes through it)."""
+    stream = wds.gopen(url, "rb", endpoint_url=endpoint_url)
+    if tap is not None:
+        stream = _Tapped(stream, tap)
     try:
         files = tar_file_expander([{"url": url, "stream": stream}])
         yield from group_by_keys(files)
+        if tap is not None:
+            # tarfile stops at the end-of-archive marker; the bytes after it count for the sha256.
+            while stream.read(READ_TAIL):
+                pass
     finally:
         stream.close()
+
+
+READ_TAIL = 1 << 20
+
+
+class _Tapped:
+    """A read-only file object that shows every byte it returns to a callback."""
+
+    def __init__(self, inner, tap: Callable[[bytes], None]):
+        self.inner, self.tap = inner, tap
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size)
+        self.tap(data)
+        return data
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def tar_samples(src: Iterator[dict], endpoint_url: str | None = None) -> Iterator[dict]:

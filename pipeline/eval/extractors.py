@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from typing import Callable
 from urllib.parse import unquote, urlparse
 
@@ -134,7 +135,11 @@ def _inception(spec: EvalSpec, device) -> Extractor:
             f"Inception weights at {path} have sha256 {got}, but the spec pins {want}: "
             "wrong or corrupted file, or a stale inception_sha256 in the job spec"
         )
-    net = torch.jit.load(path, map_location=device).eval()
+    with warnings.catch_warnings():
+        # torch 2.1x deprecates TorchScript, but the pinned reference network is published only as a
+        # TorchScript file; the warning would repeat at every eval interval and help no one.
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=DeprecationWarning)
+        net = torch.jit.load(path, map_location=device).eval()
     # stylegan2-ada's file is called as net(img, return_features=True) for the 2048-d pool features;
     # pass the flag only to a module whose forward takes it.
     args = {a.name for a in net.forward.schema.arguments}

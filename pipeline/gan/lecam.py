@@ -45,15 +45,15 @@ class LeCamAnchors:
     The first update sets the anchors to the observed means (no bias towards an arbitrary starting
     value); later ones do α ← decay·α + (1 − decay)·mean. With decay 0.99 an anchor averages about the
     last 1/(1 − 0.99) = 100 updates. Call `update` in D's step, before computing `lecam_penalty` with
-    `anchors.real` / `anchors.fake` (the order of the authors' code).
+    `anchors.anchor_real` / `anchors.anchor_fake` (the order of the authors' code).
     """
 
     def __init__(self, decay: float = 0.99) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = decay
-        self.real: Tensor | None = None
-        self.fake: Tensor | None = None
+        self.anchor_real: Tensor | None = None
+        self.anchor_fake: Tensor | None = None
 
     @torch.no_grad()
     def update(
@@ -78,21 +78,21 @@ class LeCamAnchors:
             stats = all_reduce(stats)
         mean_real = (stats[0] / stats[1]).to(real_logits.dtype)
         mean_fake = (stats[2] / stats[3]).to(real_logits.dtype)
-        if self.real is None or self.fake is None:
-            self.real, self.fake = mean_real, mean_fake
+        if self.anchor_real is None or self.anchor_fake is None:
+            self.anchor_real, self.anchor_fake = mean_real, mean_fake
         else:
-            self.real = self.decay * self.real + (1.0 - self.decay) * mean_real
-            self.fake = self.decay * self.fake + (1.0 - self.decay) * mean_fake
-        return self.real, self.fake
+            self.anchor_real = self.decay * self.anchor_real + (1.0 - self.decay) * mean_real
+            self.anchor_fake = self.decay * self.anchor_fake + (1.0 - self.decay) * mean_fake
+        return self.anchor_real, self.anchor_fake
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "decay": self.decay,
-            "real": None if self.real is None else float(self.real),
-            "fake": None if self.fake is None else float(self.fake),
+            "real": None if self.anchor_real is None else float(self.anchor_real),
+            "fake": None if self.anchor_fake is None else float(self.anchor_fake),
         }
 
     def load_state_dict(self, state: dict[str, Any], *, device: torch.device | str = "cpu") -> None:
         self.decay = state["decay"]
-        self.real = None if state["real"] is None else torch.tensor(state["real"], device=device)
-        self.fake = None if state["fake"] is None else torch.tensor(state["fake"], device=device)
+        self.anchor_real = None if state["real"] is None else torch.tensor(state["real"], device=device)
+        self.anchor_fake = None if state["fake"] is None else torch.tensor(state["fake"], device=device)

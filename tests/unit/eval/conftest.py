@@ -18,5 +18,11 @@ def blobs(n: int, *, classes: int = 3, size: int = 8, seed: int = 0) -> tuple[to
 
 
 @pytest.fixture
+def make_blobs():
+    # A fixture, not an import: `import conftest` would be ambiguous beside other test folders.
+    return blobs
+
+
+@pytest.fixture
 def toy_data():
     return blobs(300)

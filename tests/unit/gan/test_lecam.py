@@ -31,13 +31,13 @@ def test_penalty_gradient_reaches_logits_not_anchors():
 def test_anchors_start_at_the_first_means_then_follow_an_ema():
     anchors = LeCamAnchors(decay=0.9)
     anchors.update(torch.tensor([1.0, 3.0]), torch.tensor([-2.0]))
-    assert (anchors.real.item(), anchors.fake.item()) == (2.0, -2.0)
+    assert (anchors.anchor_real.item(), anchors.anchor_fake.item()) == (2.0, -2.0)
     anchors.update(torch.tensor([12.0]), torch.tensor([8.0, 8.0]))
-    assert anchors.real.item() == pytest.approx(0.9 * 2 + 0.1 * 12)  # 3.0
-    assert anchors.fake.item() == pytest.approx(0.9 * -2 + 0.1 * 8)  # -1.0
+    assert anchors.anchor_real.item() == pytest.approx(0.9 * 2 + 0.1 * 12)  # 3.0
+    assert anchors.anchor_fake.item() == pytest.approx(0.9 * -2 + 0.1 * 8)  # -1.0
     restored = LeCamAnchors()
     restored.load_state_dict(anchors.state_dict())
-    assert (restored.decay, restored.real.item(), restored.fake.item()) == pytest.approx((0.9, 3.0, -1.0))
+    assert (restored.decay, restored.anchor_real.item(), restored.anchor_fake.item()) == pytest.approx((0.9, 3.0, -1.0))
 
 
 def test_ranks_agree_through_all_reduce():
@@ -57,7 +57,7 @@ def test_ranks_agree_through_all_reduce():
     for r, f in zip(real, fake):
         a = LeCamAnchors()
         a.update(r, f, all_reduce=all_reduce)
-        results.append((a.real.item(), a.fake.item()))
+        results.append((a.anchor_real.item(), a.anchor_fake.item()))
     torch.testing.assert_close(sent[0], STATS[0])
     torch.testing.assert_close(sent[1], STATS[1])
     assert results[0] == results[1] == pytest.approx((8 / 4, -12 / 4))  # global-batch means

@@ -1,0 +1,35 @@
+# Two commands for a new user: `make quickstart` and `make test` (see README.md).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# CPU-only machines get PyTorch's CPU wheel (never the multi-GB CUDA build); a local wheel wins.
+TORCH_VERSION   ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+DIGITS := data/digits/manifest.json
+
+.PHONY: setup quickstart test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	@if $(BIN)/pip install -q --no-index torch==$(TORCH_VERSION) 2>/dev/null; then echo "torch: local wheel"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q torch==$(TORCH_VERSION); \
+	else $(BIN)/pip install -q torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX); fi
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+$(DIGITS): | $(STAMP)
+	$(BIN)/ganpipe data pack digits --out data/digits
+
+quickstart: $(STAMP) $(DIGITS)
+	$(BIN)/ganpipe train jobs/quickstart.yaml
+	$(BIN)/ganpipe sample models:/gan-digits@champion -n 64 -o samples.png
+	@echo "samples: $(CURDIR)/samples.png   MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf data ray_results mlflow.db mlartifacts samples.png

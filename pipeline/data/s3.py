@@ -1,0 +1,230 @@
+"""S3 access for the data plane: one boto3 client per process, small-object helpers, idempotent
+uploads, and the resumable range reader registered as webdataset's `s3://` scheme.
+
+One of the three places allowed to read the environment: AWS_ENDPOINT_URL_S3 here, and boto3's
+own chain (env vars, profiles, instance roles) for credentials. Credentials are never logged or
+returned: log lines carry bucket/key URLs and attempt counts only.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import threading
+import time
+
+import boto3
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from pipeline.data.errors import DataError
+from pipeline.data.store import ObjectInfo
+
+log = logging.getLogger(__name__)
+
+# boto3 reads a streaming body with whatever size the caller asks for; tarfile asks for 10 KiB.
+# A 1 MiB buffer in front keeps HTTP reads large (fewer syscalls, fewer Python frames per byte).
+READ_CHUNK = 1 << 20
+# Resumes of one shard body that make no progress before we give up; progress resets the count,
+# so a long shard survives many separate drops but a dead endpoint fails within seconds.
+MAX_STALLED_RESUMES = 8
+# botocore retries 5xx and throttling (SlowDown, 503) on the request itself, with jittered
+# exponential backoff; "standard" mode bounds the attempts.
+_RETRIES = {"max_attempts": 8, "mode": "standard"}
+
+_clients: dict[tuple[int, str | None], object] = {}
+_clients_lock = threading.Lock()
+
+
+def resolve_endpoint(endpoint_url: str | None) -> str | None:
+    return endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
+
+
+def client(endpoint_url: str | None = None):
+    """The process's client for an endpoint. Keyed by pid: a client inherited through fork shares
+    its connection pool's sockets with the parent, so a forked DataLoader worker builds its own."""
+    endpoint = resolve_endpoint(endpoint_url)
+    key = (os.getpid(), endpoint)
+    with _clients_lock:
+        found = _clients.get(key)
+        if found is None:
+            config = Config(
+                retries=_RETRIES,
+                connect_timeout=10,
+                read_timeout=30,
+                max_pool_connections=32,
+                # Custom endpoints (MinIO, moto, Ceph) rarely have wildcard DNS for bucket subdomains.
+                s3={"addressing_style": "path"} if endpoint else None,
+            )
+            found = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+            _clients[key] = found
+        return found
+
+
+def parse(url: str) -> tuple[str, str]:
+    if not url.startswith("s3://"):
+        raise ValueError(f"not an s3:// URL: {url}")
+    bucket, _, key = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"s3 URL without a bucket: {url}")
+    return bucket, key
+
+
+def _is_missing(exc: botocore.exceptions.ClientError) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+
+
+def head(url: str, endpoint_url: str | None = None) -> ObjectInfo | None:
+    bucket, key = parse(url)
+    try:
+        answer = client(endpoint_url).head_object(Bucket=bucket, Key=key)
+    except botocore.exceptions.ClientError as exc:
+        if _is_missing(exc):
+            return None
+        raise
+    return ObjectInfo(size=int(answer["ContentLength"]), sha256=answer.get("Metadata", {}).get("sha256"))
+
+
+def get_bytes(url: str, endpoint_url: str | None = None) -> bytes:
+    """A whole small object, read through the resumable reader. FileNotFoundError when absent."""
+    with open_reader(url, endpoint_url=endpoint_url) as f:
+        return f.read()
+
+
+def put_bytes(url: str, body: bytes, endpoint_url: str | None = None) -> None:
+    bucket, key = parse(url)
+    client(endpoint_url).put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def upload_if_changed(
+    local_path: str, url: str, sha256: str, *, endpoint_url: str | None = None, multipart_threshold: int = 64 << 20
+) -> bool:
+    """Upload a file unless an object with the same size and recorded sha256 is already there.
+    Returns whether bytes were sent. The sha256 rides along as object metadata because a multipart
+    ETag is not a content hash. Files over the threshold go up in parallel multipart parts."""
+    existing = head(url, endpoint_url=endpoint_url)
+    size = os.path.getsize(local_path)
+    if existing is not None and existing.size == size and existing.sha256 == sha256:
+        return False
+    bucket, key = parse(url)
+    transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=max(multipart_threshold, 5 << 20))
+    client(endpoint_url).upload_file(local_path, bucket, key, ExtraArgs={"Metadata": {"sha256": sha256}}, Config=transfer)
+    return True
+
+
+# Errors a body read can end with when the connection drops mid-stream. botocore does not retry
+# a streaming body (only the request that opened it), so these are ours to resume from.
+_BODY_ERRORS = (
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.EndpointConnectionError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+class RangeReader(io.RawIOBase):
+    """A GetObject body that survives dropped connections: after a failed or short read it asks
+    again with `Range: bytes=<reached>-` and `If-Match: <ETag>`, so the bytes that follow are the
+    same object's (a replaced object fails with a clear error instead of splicing two versions)."""
+
+    def __init__(self, url: str, endpoint_url: str | None = None):
+        super().__init__()
+        self.url = url
+        self.bucket, self.key = parse(url)
+        self.endpoint_url = endpoint_url
+        self.pos = 0
+        self.size: int | None = None
+        self.etag: str | None = None
+        self.resumes = 0
+        self._body = None
+        self._open()
+
+    def _open(self) -> None:
+        args = {"Bucket": self.bucket, "Key": self.key}
+        if self.pos:
+            args["Range"] = f"bytes={self.pos}-"
+        if self.etag:
+            args["IfMatch"] = self.etag
+        try:
+            answer = client(self.endpoint_url).get_object(**args)
+        except botocore.exceptions.ClientError as exc:
+            if _is_missing(exc):
+                raise FileNotFoundError(self.url) from None
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "412"):
+                raise DataError(f"{self.url} changed while it was being read (ETag no longer {self.etag})") from None
+            raise
+        if self.etag is None:
+            self.etag = answer.get("ETag")
+            self.size = int(answer["ContentLength"])
+        self._body = answer["Body"]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.size is not None and self.pos >= self.size:
+            return 0
+        stalled = 0
+        while True:
+            try:
+                if self._body is None:
+                    self._open()
+                data = self._body.read(len(buffer))
+                if not data:  # the server closed early without an error: resume like any drop
+                    raise ConnectionError(f"body ended at byte {self.pos} of {self.size}")
+            except _BODY_ERRORS as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise
+                self._drop_body()
+                stalled += 1
+                self.resumes += 1
+                if stalled > MAX_STALLED_RESUMES:
+                    raise DataError(f"{self.url}: reading stopped at byte {self.pos} after {stalled - 1} resumes: {exc}") from exc
+                log.info("resuming %s at byte %d (%s)", self.url, self.pos, type(exc).__name__)
+                time.sleep(min(2.0, 0.05 * 2 ** (stalled - 1)))
+                continue
+            n = len(data)
+            buffer[:n] = data
+            self.pos += n
+            return n
+
+    def _drop_body(self) -> None:
+        if self._body is not None:
+            try:
+                self._body.close()
+            except Exception:  # the connection is already broken; nothing to salvage
+                pass
+        self._body = None
+
+    def close(self) -> None:
+        self._drop_body()
+        super().close()
+
+
+def open_reader(url: str, endpoint_url: str | None = None, buffer_size: int = READ_CHUNK) -> io.BufferedReader:
+    return io.BufferedReader(RangeReader(url, endpoint_url=endpoint_url), buffer_size=max(buffer_size, READ_CHUNK))
+
+
+def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, endpoint_url: str | None = None, **_ignored):
+    """webdataset gopen handler for s3:// (gopen passes url, mode, bufsize, then its keyword args)."""
+    if mode != "rb":
+        raise ValueError(f"{url}: the s3 reader is read-only (mode {mode!r}); pack uploads with upload_if_changed")
+    return open_reader(url, endpoint_url=endpoint_url)
+
+
+def register() -> None:
+    """Make `s3://` URLs open through our reader anywhere webdataset calls gopen. Runs at import,
+    so spawned/forkserver DataLoader workers, which re-import this module, register it too."""
+    sys.modules["webdataset.gopen"].gopen_schemes["s3"] = gopen_s3
+
+
+register()

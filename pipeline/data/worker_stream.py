@@ -1,0 +1,159 @@
+"""What runs inside one loader worker (or in-process when loader_workers == 0): the webdataset
+pipeline that turns shard URLs into collated uint8 batches for one (rank, logical worker).
+
+Only plain data crosses into the worker (lists, ints, strings), so spawn and forkserver work.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import IterableDataset, get_worker_info
+
+from pipeline.data import epoch_plan as plan
+from pipeline.data.errors import CorruptSampleError
+from pipeline.data.reader import CorruptPolicy, decode, iter_shard, tar_samples
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    urls: list[str]
+    counts: list[int]  # samples per shard, from the manifest
+    resolution: int
+    shuffle_buffer: int
+    endpoint_url: str | None
+    on_corrupt: str
+    max_corrupt_fraction: float
+    rank: int
+    batch_size: int
+    seed: int
+    with_keys: bool
+
+
+def collate(samples: list[tuple[np.ndarray, int, str]], corrupt: int) -> tuple:
+    """Stack one batch. Kept uint8 NHWC: 4x less to pickle between processes than float32; the
+    main process converts. `corrupt` = samples skipped while filling this batch (for stats)."""
+    images = torch.from_numpy(np.stack([s[0] for s in samples]))
+    labels = torch.tensor([s[1] for s in samples], dtype=torch.int64)
+    return images, labels, [s[2] for s in samples], corrupt
+
+
+class ResampledDataset(IterableDataset):
+    """Endless: shards drawn with replacement, seeded by (seed, rank, logical worker, resume count)
+    so that a resumed run draws a fresh sequence instead of replaying the batches it already used."""
+
+    def __init__(self, config: StreamConfig, workers: int, resumes: int):
+        super().__init__()
+        self.config, self.workers, self.resumes = config, workers, resumes
+
+    def __iter__(self) -> Iterator[tuple]:
+        c = self.config
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        seed = plan.derive_seed(c.seed, c.rank, worker, self.resumes)
+        policy = CorruptPolicy(c.on_corrupt, c.max_corrupt_fraction, sum(c.counts))
+        stages = [
+            wds.ResampledShards(c.urls, seed=seed, deterministic=True, worker_seed=lambda: 0),
+            wds.pipelinefilter(tar_samples)(endpoint_url=c.endpoint_url),
+        ]
+        if c.shuffle_buffer > 1:
+            stages.append(wds.shuffle(c.shuffle_buffer, initial=c.shuffle_buffer, rng=random.Random(seed)))
+        stages.append(wds.pipelinefilter(_decoded)(c.resolution, policy))
+        stages.append(wds.pipelinefilter(_batches)(c.batch_size, policy))
+        yield from wds.DataPipeline(*stages)
+
+
+def _decoded(src: Iterator[dict], resolution: int, policy: CorruptPolicy) -> Iterator[tuple]:
+    for raw in src:
+        try:
+            image, label = decode(raw, resolution)
+        except CorruptSampleError as exc:
+            policy.handle(exc)
+            continue
+        yield image, label, raw["__key__"]
+
+
+def _batches(src: Iterator[tuple], batch_size: int, policy: CorruptPolicy) -> Iterator[tuple]:
+    batch, reported = [], 0
+    for sample in src:
+        batch.append(sample)
+        if len(batch) == batch_size:
+            yield collate(batch, policy.skipped - reported)
+            reported, batch = policy.skipped, []
+
+
+class EpochDataset(IterableDataset):
+    """One epoch of one rank: each logical worker reads its contiguous run of the epoch plan.
+    A DataLoader worker i plays logical worker (i + rotate) % W, so that after a resume at k
+    consumed batches the round-robin delivery continues at the worker that was next (k % W)."""
+
+    def __init__(self, config: StreamConfig, layout: plan.Layout, epoch: int, consumed: int):
+        super().__init__()
+        self.config, self.layout, self.epoch, self.consumed = config, layout, epoch, consumed
+
+    def __iter__(self) -> Iterator[tuple]:
+        c, layout = self.config, self.layout
+        info = get_worker_info()
+        worker = ((info.id if info is not None else 0) + self.consumed) % layout.workers
+        skip = plan.delivered(self.consumed, worker, layout.workers)
+        begin, end = plan.worker_range(sum(c.counts), layout, c.rank, worker, skip)
+        policy = CorruptPolicy(c.on_corrupt, c.max_corrupt_fraction, sum(c.counts))
+        batch = []
+        for raw in self._raw_samples(begin, end):
+            batch.append(raw)
+            if len(batch) == c.batch_size:
+                yield self._decode_batch(batch, policy)
+                batch = []
+
+    def _raw_samples(self, begin: int, end: int) -> Iterator[dict]:
+        """Raw samples at global positions [begin, end) of the epoch sequence, in order. A sample
+        the shard does not deliver (truncated tar) comes out as a stub that decodes as corrupt."""
+        c = self.config
+        for seg in plan.segments(c.counts, c.seed, self.epoch, begin, end):
+            url = c.urls[seg.shard]
+            order = plan.window_permutation(c.counts[seg.shard], c.shuffle_buffer, c.seed, self.epoch, seg.shard)
+            wanted = order[seg.start : seg.stop]
+            # Read the shard front to back, keeping only the needed file indices, and stop as soon
+            # as the last one is in: memory is bounded by one shuffle window of raw bytes.
+            last, kept = int(wanted.max()), {}
+            needed = set(int(i) for i in wanted)
+            for index, raw in enumerate(_safe_iter(url, c.endpoint_url, c.on_corrupt)):
+                if index in needed:
+                    kept[index] = raw
+                if index >= last:
+                    break
+            for index in wanted:
+                yield kept.get(int(index)) or {"__url__": url, "__key__": f"#{int(index)}", "__missing__": True}
+
+    def _decode_batch(self, raws: list[dict], policy: CorruptPolicy) -> tuple:
+        # A skipped sample is replaced by a good one from the same batch: every rank must keep
+        # exactly n full batches per epoch, or DDP's collectives fall out of step and hang.
+        good, bad = [], 0
+        for raw in raws:
+            try:
+                if raw.get("__missing__"):
+                    raise CorruptSampleError.of(raw["__url__"], raw["__key__"], "missing from the shard (truncated tar?)")
+                image, label = decode(raw, self.config.resolution)
+                good.append((image, label, raw["__key__"]))
+            except CorruptSampleError as exc:
+                policy.handle(exc)
+                bad += 1
+        if not good:
+            raise CorruptSampleError.of(raws[0]["__url__"], raws[0]["__key__"], "every sample of this batch is corrupt")
+        filled = good + [good[i % len(good)] for i in range(bad)]
+        return collate(filled, bad)
+
+
+def _safe_iter(url: str, endpoint_url: str | None, on_corrupt: str) -> Iterator[dict]:
+    """Raw samples of a shard; with on_corrupt=skip a broken tar ends the shard early (the missing
+    samples then count as corrupt) instead of ending the run."""
+    try:
+        yield from iter_shard(url, endpoint_url=endpoint_url)
+    except Exception as exc:
+        if on_corrupt == "fail" or isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise

@@ -1,0 +1,53 @@
+import pytest
+from pydantic import ValidationError
+
+from pipeline.data.config import DataSpec
+
+
+def test_defaults_are_resampled_and_fail_on_corrupt():
+    spec = DataSpec(root="s3://bucket/digits")
+    assert (spec.sampling, spec.on_corrupt, spec.resolution, spec.loader_workers) == ("resampled", "fail", 32, 0)
+
+
+@pytest.mark.parametrize("bad", [0, 4, 12, 48, -32])
+def test_resolution_must_be_power_of_two_at_least_8(bad):
+    with pytest.raises(ValidationError, match="resolution"):
+        DataSpec(root="/data", resolution=bad)
+
+
+def test_unknown_field_is_refused():
+    with pytest.raises(ValidationError, match="extra"):
+        DataSpec(root="/data", shard_size=3)
+
+
+def test_spec_is_frozen():
+    spec = DataSpec(root="/data")
+    with pytest.raises(ValidationError):
+        spec.root = "/elsewhere"
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("shuffle_buffer", -1), ("loader_workers", -2), ("max_corrupt_fraction", 1.5), ("sampling", "random"), ("epoch_tail", "wrap")],
+)
+def test_out_of_range_values_name_the_field(field, value):
+    with pytest.raises(ValidationError, match=field):
+        DataSpec(root="/data", **{field: value})
+
+
+def test_root_scheme_and_endpoint_checked():
+    with pytest.raises(ValidationError, match="root"):
+        DataSpec(root="gs://bucket/x")
+    with pytest.raises(ValidationError, match="endpoint_url"):
+        DataSpec(root="s3://b/x", endpoint_url="127.0.0.1:9000")
+
+
+def test_skip_needs_a_corrupt_budget():
+    with pytest.raises(ValidationError, match="max_corrupt_fraction"):
+        DataSpec(root="/data", on_corrupt="skip")
+    assert DataSpec(root="/data", on_corrupt="skip", max_corrupt_fraction=0.01).on_corrupt == "skip"
+
+
+def test_round_trips_through_json():
+    spec = DataSpec(root="s3://b/p", sampling="epoch", loader_workers=2, endpoint_url="http://127.0.0.1:9000")
+    assert DataSpec.model_validate(spec.model_dump(mode="json")) == spec

@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from pipeline.eval.config import EvalSpec, extractor_key
+from pipeline.eval.evaluate import evaluate
+
+
+@pytest.fixture
+def spec(tmp_path):
+    return EvalSpec(num_samples=300, classifier_steps=60, classifier_width=8, cache_dir=str(tmp_path))
+
+
+def _replay(images):
+    """A 'generator' that returns real images: perfect samples of the data distribution."""
+    seen = []
+
+    def g(z):
+        seen.append(z)
+        return images[torch.randint(len(images), (len(z),), generator=torch.Generator().manual_seed(len(seen)))]
+
+    g.seen = seen
+    return g
+
+
+def _noise(z):
+    return torch.rand(len(z), 3, 8, 8) * 2 - 1
+
+
+def test_real_images_score_far_better_than_noise(spec, toy_data, tmp_path):
+    images, labels = toy_data
+    good = evaluate(_replay(images), 16, images, labels, spec, "m1", batch_size=128)
+    bad = evaluate(_noise, 16, images, labels, spec, "m1", batch_size=128)
+    assert good["fd"] * 20 < bad["fd"]
+    assert abs(good["kid"]) * 20 < bad["kid"]
+    assert {k: good[k] for k in ("num_samples", "extractor", "key")} == \
+        {"num_samples": 300, "extractor": "classifier", "key": extractor_key(spec, "m1")}
+    assert (tmp_path / good["key"] / "reference-300.npz").is_file()  # real stats cached under the key
+
+
+def test_latents_are_seeded_float32_batches(spec, toy_data):
+    images, labels = toy_data
+    g1, g2 = _replay(images), _replay(images)
+    r1 = evaluate(g1, 16, images, labels, spec, "m1", seed=3, batch_size=128)
+    r2 = evaluate(g2, 16, images, labels, spec, "m1", seed=3, batch_size=128)
+    assert [tuple(z.shape) for z in g1.seen] == [(128, 16), (128, 16), (44, 16)]
+    assert all(z.dtype == torch.float32 for z in g1.seen)
+    assert all(torch.equal(a, b) for a, b in zip(g1.seen, g2.seen))
+    assert r1 == r2
+    g3 = _replay(images)
+    evaluate(g3, 16, images, labels, spec, "m1", seed=4, batch_size=128)
+    assert not torch.equal(g3.seen[0], g1.seen[0])

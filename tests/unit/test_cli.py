@@ -1,0 +1,37 @@
+"""The CLI's boundary: --dry-run resolves the spec, a bad spec exits non-zero before Ray starts."""
+from pathlib import Path
+
+import ray
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def test_dry_run_prints_the_resolved_spec_with_overrides():
+    res = runner.invoke(app, ["train", str(REPO / "jobs/quickstart.yaml"), "--set", "train.steps=50", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    resolved = yaml.safe_load(res.output)
+    assert resolved["train"]["steps"] == 50
+    assert resolved["model"]["z_dim"] == 100  # defaults are filled in
+    assert not ray.is_initialized()
+
+
+def test_bad_spec_fails_before_ray_naming_field_and_allowed_values(tmp_path):
+    job = yaml.safe_load((REPO / "jobs/quickstart.yaml").read_text())
+    job["loss"]["kind"] = "softmax"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(job))
+    res = runner.invoke(app, ["train", str(path)])
+    assert res.exit_code == 2
+    assert "loss.kind" in res.output and "'softmax'" in res.output and "'hinge'" in res.output
+    assert not ray.is_initialized()
+
+
+def test_every_verb_has_help():
+    for verb in (["train"], ["sample"], []):
+        res = runner.invoke(app, verb + ["--help"])
+        assert res.exit_code == 0 and "Usage" in res.output
