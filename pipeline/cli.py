@@ -1,8 +1,7 @@
 """`ganpipe`: one verb per user task. Every verb has --help; errors are one clear message, exit 2."""
 from __future__ import annotations
 
-import json
-import os
+import logging
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,7 +9,7 @@ import typer
 from rich.console import Console
 
 app = typer.Typer(help="Distributed GAN training on Ray, from WebDataset shards to an MLflow-registered generator.", no_args_is_help=True, add_completion=False)
-console = Console()
+console = Console(soft_wrap=True)  # paths and URIs stay on one line, copy-pastable
 err = Console(stderr=True)
 
 
@@ -52,12 +51,18 @@ def train(
 
         console.print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), end="", highlight=False, markup=False)
         return
+    from ray.train import TrainingFailedError
+
     from pipeline.train.launch import train as run_training
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # the progress bar and summary say it all
 
     try:
         out = run_training(spec, run_name=name, tracking_uri=tracking_uri, show_progress=progress)
     except DataError as e:
         _fail(str(e))
+    except TrainingFailedError as e:  # the workers' own traceback is in the message; ours adds nothing
+        _fail(f"training failed: {e}")
     champion = " (alias champion)" if out.became_champion else ""
     console.print(f"[green]done[/] run {out.run_name}")
     console.print(f"  MLflow run      {out.run_id}  at {out.tracking_uri}")
@@ -81,6 +86,43 @@ def sample(
     except Exception as e:  # a wrong URI or an unreachable store: one line, not a traceback
         _fail(f"cannot sample {model_uri}: {e}")
     console.print(f"wrote {output} ({n} samples from {model_uri})")
+
+
+@app.command("eval")
+def eval_(
+    model_uri: str = typer.Argument(..., help="MLflow model URI of a generator, e.g. models:/gan-digits@champion."),
+    data: str = typer.Option(..., "--data", help="Packed data set (folder or s3://bucket/prefix with manifest.json)."),
+    n: int = typer.Option(10_000, "-n", min=2, help="Generated samples to score."),
+    extractor: str = typer.Option("classifier", help="Feature space: classifier (trained on the shards' labels, cached) or inception."),
+    inception_path: Optional[str] = typer.Option(None, help="TorchScript Inception-v3 feature file (for --extractor inception)."),
+    inception_sha256: Optional[str] = typer.Option(None, help="Its expected sha256."),
+    endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint for an s3:// data URL."),
+    seed: int = typer.Option(0, help="Seed of the latent vectors."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI."),
+) -> None:
+    """Fréchet distance and KID between a generator's samples and real images."""
+    from pydantic import ValidationError
+
+    from pipeline.data.config import DataSpec
+    from pipeline.data.errors import DataError
+    from pipeline.data.manifest import load_manifest, manifest_resolution
+    from pipeline.eval.config import EvalSpec
+    from pipeline.eval.scorer import GeneratorScorer
+    from pipeline.sampling import load_generator
+
+    try:
+        spec = EvalSpec(extractor=extractor, num_samples=n, inception_path=inception_path, inception_sha256=inception_sha256)
+        manifest, manifest_sha = load_manifest(data, endpoint_url)
+        data_spec = DataSpec(root=data, resolution=manifest_resolution(manifest), endpoint_url=endpoint_url)
+    except (ValidationError, DataError) as e:
+        _fail(str(e))
+    try:
+        generator, z_dim = load_generator(model_uri, tracking_uri)
+    except Exception as e:
+        _fail(f"cannot load {model_uri}: {e}")
+    with console.status(f"scoring {n} samples of {model_uri} ({extractor} features)"):
+        result = GeneratorScorer(spec, data_spec, manifest_sha)(generator, z_dim, seed=seed)
+    console.print(f"FD  {result['fd']:.4f}\nKID {result['kid']:.5f}\n({result['num_samples']} samples, {result['extractor']} features, key {result['key'][:12]})")
 
 
 def main() -> None:

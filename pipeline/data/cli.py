@@ -16,8 +16,8 @@ from rich.table import Table
 from pipeline.data.errors import DataError
 
 data_app = typer.Typer(help="Pack images into WebDataset shards, list them, verify them.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)  # long URLs and hashes stay on one line for scripts
+err = Console(stderr=True, soft_wrap=True)
 
 EndpointOption = typer.Option(
     None, "--endpoint-url", help="S3-compatible endpoint (MinIO, moto); default: AWS_ENDPOINT_URL_S3 or AWS itself."

@@ -1,7 +1,7 @@
 """The one reader training and `verify` share: shard URL -> raw samples -> decoded arrays.
 
-Raw samples come from webdataset's own tar expander and key grouper, opened through gopen (so an
-s3:// URL goes through our registered handler in s3.py). Decoding and the corrupt-sample policy
+Shards open through webdataset's gopen (so an s3:// URL goes through the handler registered in
+s3.py); members are grouped into samples by tarstream.py, a lean tar reader (see why there). Decoding and the corrupt-sample policy
 live here too, so that `verify` judges a sample exactly as training would.
 """
 
@@ -13,10 +13,10 @@ from typing import Callable, Iterator
 import numpy as np
 import webdataset as wds
 from PIL import Image
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from pipeline.data import s3  # noqa: F401  (import registers the s3:// scheme in webdataset's gopen)
 from pipeline.data.errors import CorruptSampleError, DataError
+from pipeline.data.tarstream import iter_samples
 
 
 def iter_shard(url: str, endpoint_url: str | None = None, tap: Callable[[bytes], None] | None = None) -> Iterator[dict]:
@@ -26,8 +26,7 @@ def iter_shard(url: str, endpoint_url: str | None = None, tap: Callable[[bytes],
     if tap is not None:
         stream = _Tapped(stream, tap)
     try:
-        files = tar_file_expander([{"url": url, "stream": stream}])
-        yield from group_by_keys(files)
+        yield from iter_samples(stream, url)
         if tap is not None:
             # tarfile stops at the end-of-archive marker; the bytes after it count for the sha256.
             while stream.read(READ_TAIL):

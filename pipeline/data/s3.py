@@ -11,12 +11,12 @@ from __future__ import annotations
 import io
 import logging
 import os
-import sys
 import threading
 import time
 
 import boto3
 import botocore.exceptions
+import webdataset as wds
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
@@ -224,7 +224,7 @@ def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, endpoint_url: str 
 def register() -> None:
     """Make `s3://` URLs open through our reader anywhere webdataset calls gopen. Runs at import,
     so spawned/forkserver DataLoader workers, which re-import this module, register it too."""
-    sys.modules["webdataset.gopen"].gopen_schemes["s3"] = gopen_s3
+    wds.gopen_schemes["s3"] = gopen_s3
 
 
 register()

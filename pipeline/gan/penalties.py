@@ -136,12 +136,14 @@ def wgan_gp_penalty(
     fake: Tensor,
     *,
     generator: torch.Generator | None = None,
+    eps: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """WGAN-GP (Gulrajani et al. 2017): E[(||∇D(x̂)||₂ − 1)²] and D's logits on x̂.
 
     x̂ = ε·real + (1 − ε)·fake with one ε ~ U(0, 1) per sample, a random point on the segment between
     a real and a fake sample, where the optimal critic has unit gradient norm. `generator` makes ε
-    reproducible. The caller multiplies by λ (10 in the paper).
+    reproducible; or pass `eps` (one per sample), as the training loop does so that ε does not depend
+    on how the global batch is split over ranks. The caller multiplies by λ (10 in the paper).
     The norm is sqrt(Σg² + 1e-12): the plain norm has an undefined (NaN) gradient where g = 0, which a
     dead-ReLU critic can reach; the 1e-12 moves the value by ~1e-12/(2||g||), far below float32 noise.
     """
@@ -150,7 +152,9 @@ def wgan_gp_penalty(
     eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
     # Drawn on the generator's device, then moved: a CPU generator also drives CUDA samples.
     draw_on = generator.device if generator is not None else real.device
-    eps = torch.rand(eps_shape, generator=generator, device=draw_on, dtype=real.dtype).to(real.device)
+    if eps is None:
+        eps = torch.rand(eps_shape, generator=generator, device=draw_on, dtype=real.dtype)
+    eps = eps.reshape(eps_shape).to(real.device, real.dtype)
     mixed = eps * real.detach() + (1.0 - eps) * fake.detach()
     grad, logits = _input_gradient(d, mixed)
     norm = (grad.square().flatten(1).sum(1) + 1e-12).sqrt()

@@ -101,9 +101,18 @@ def _init_ray(num_workers: int) -> None:
     )
 
 
+def with_absolute_paths(spec: JobSpec) -> JobSpec:
+    """Local data roots made absolute: Ray workers do not run in the driver's working folder."""
+    root = spec.data.root
+    if "://" in root:
+        return spec
+    return spec.model_copy(update={"data": spec.data.model_copy(update={"root": str(Path(root).expanduser().resolve())})})
+
+
 def train(spec: JobSpec, *, run_name: str | None = None, tracking_uri: str | None = None, show_progress: bool = True) -> TrainOutcome:
     from pipeline.data.manifest import check_shards, load_manifest
 
+    spec = with_absolute_paths(spec)
     check_shards(spec.data)  # missing or mismatched shards: a clear error before Ray starts
     _, manifest_sha = load_manifest(spec.data.root, spec.data.endpoint_url)
     tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri)
@@ -112,8 +121,9 @@ def train(spec: JobSpec, *, run_name: str | None = None, tracking_uri: str | Non
     run_id = open_run(spec, tracking_uri=tracking_uri, run_name=run_name, manifest_sha=manifest_sha)
     storage_path, fs = storage(spec)
     _init_ray(spec.scaling.num_workers)
+    worker_config = {"spec": spec.model_dump(mode="json"), "tracking_uri": tracking_uri, "run_id": run_id, "manifest_sha256": manifest_sha}
     try:
-        result = _fit(spec, run_name=run_name, run_id=run_id, tracking_uri=tracking_uri, storage_path=storage_path, fs=fs, show_progress=show_progress)
+        result = _fit(spec, worker_config, run_name=run_name, storage_path=storage_path, fs=fs, show_progress=show_progress)
     except BaseException:
         _end_run(tracking_uri, run_id, "FAILED")
         raise
@@ -132,6 +142,8 @@ def train(spec: JobSpec, *, run_name: str | None = None, tracking_uri: str | Non
         "data_manifest_sha256": manifest_sha,
         "run_id": run_id,
     }
+    if "eval/fd" in result.metrics:  # the final score, computed by rank 0 on the EMA generator
+        tags.update({"fd": f"{result.metrics['eval/fd']:.6g}", "kid": f"{result.metrics['eval/kid']:.6g}", "fd_extractor": spec.eval.extractor})
     version, champion = register(model_uri, name=spec.tracking.registered_model, tags=tags, tracking_uri=tracking_uri)
     _end_run(tracking_uri, run_id, "FINISHED")
     return TrainOutcome(run_id, run_name, tracking_uri, result.checkpoint.path, version, champion, model_uri)
@@ -146,7 +158,7 @@ def _end_run(tracking_uri: str, run_id: str, status: str) -> None:
         log.warning("could not mark MLflow run %s %s: %s", run_id, status, e)
 
 
-def _fit(spec: JobSpec, *, run_name, run_id, tracking_uri, storage_path, fs, show_progress):
+def _fit(spec: JobSpec, worker_config: dict, *, run_name, storage_path, fs, show_progress):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Queue
@@ -158,7 +170,7 @@ def _fit(spec: JobSpec, *, run_name, run_id, tracking_uri, storage_path, fs, sho
     s = spec.scaling
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec.model_dump(mode="json"), "tracking_uri": tracking_uri, "run_id": run_id, "progress": progress},
+        train_loop_config={**worker_config, "progress": progress},
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=dict(s.resources_per_worker)),
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         run_config=RunConfig(

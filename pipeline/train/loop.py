@@ -54,6 +54,8 @@ class GanStep:
         all_reduce: AllReduce | None = None,
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
         generator: torch.Generator | None = None,
+        rank: int = 0,
+        seed: int = 0,
     ):
         self.p, self.loss, self.regs = parts, loss, regs
         self.global_batch = global_batch
@@ -61,6 +63,14 @@ class GanStep:
         self.autocast = autocast
         self.generator = generator  # per-rank randomness of augmentation and WGAN-GP's ε
         self.every = regs.lazy_every
+        self.rank, self.seed = rank, seed
+
+    def global_uniform(self, step: int, n: int) -> Tensor:
+        """This rank's slice of U(0,1) draws made for the whole global batch, seeded by the step: the
+        same numbers whatever the worker count (and on a resumed run)."""
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 4 + 2)
+        u = torch.rand(self.global_batch, generator=g)
+        return u[self.rank * n : (self.rank + 1) * n]
 
     # -- augmentation, applied to every image D sees (reals and fakes alike) --------------------------
     def augment(self, x: Tensor) -> Tensor:
@@ -146,7 +156,8 @@ class GanStep:
                 pen, logits = r2_penalty(self._d, fake)
                 scale = w / 2
             else:
-                pen, logits = wgan_gp_penalty(self._d, real, fake, generator=self.generator)
+                eps = self.global_uniform(step, len(real))
+                pen, logits = wgan_gp_penalty(self._d, real, fake, eps=eps)
                 scale = w
         stats[f"reg/{r.kind}"] = pen.detach()
         stats[f"reg/{r.kind}_weight"] = w

@@ -55,7 +55,9 @@ def _with_spectral_norm(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def build_parts(spec: JobSpec, regs: Regularization, device) -> GanParts:
+def build_parts(spec: JobSpec, regs: Regularization, device, wrap=None) -> GanParts:
+    """Models, optimizers and stateful regularizers. `wrap` puts a module under DDP (default: Ray
+    Train's prepare_model); the quality bench passes an identity to train in-process."""
     m = spec.model
     G, D = build_models(
         kind=m.kind, z_dim=m.z_dim, g_width=m.g_width, d_width=m.d_width,
@@ -71,8 +73,8 @@ def build_parts(spec: JobSpec, regs: Regularization, device) -> GanParts:
     # Two DDP modules; buffers are not broadcast because G's BN statistics are per-rank by design and
     # a broadcast each forward would cost a collective per phase.
     ddp = {"broadcast_buffers": False}
-    G = ray.train.torch.prepare_model(G, parallel_strategy_kwargs=ddp)
-    D = ray.train.torch.prepare_model(D, parallel_strategy_kwargs=ddp)
+    wrap = wrap or (lambda m: ray.train.torch.prepare_model(m, parallel_strategy_kwargs=ddp))
+    G, D = wrap(G), wrap(D)
     g_adam, d_adam = spec.optim.g, spec.optim.d
     d_lr, d_betas = lazy_adam(d_adam.lr, d_adam.betas, regs.lazy_every)
     ada = None
@@ -150,8 +152,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         parts, loss=spec.loss.kind, regs=regs, global_batch=spec.train.global_batch,
         all_reduce=_all_reduce_sum, autocast=autocast,
         generator=torch.Generator(device=device).manual_seed(spec.train.seed * 7919 + rank + 1),
+        rank=rank, seed=spec.train.seed,
     )
     logger = _rank0_logger(config) if rank == 0 else None
+    scorer = _rank0_scorer(spec, config, device) if rank == 0 else None
     progress = config.get("progress")
     fixed_z = torch.randn(spec.tracking.grid_size, spec.model.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
     t, window = spec.train, _Window()
@@ -180,8 +184,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             window = _Window()
         if logger is not None and (done % t.sample_every == 0 or done == t.steps):
             logger.log_png(_sample_grid(parts, fixed_z), f"samples/step_{done:07d}.png")
+        scores = {}
+        if scorer is not None and ((t.eval_every and done % t.eval_every == 0) or done == t.steps):
+            scores = _score(scorer, parts, spec.model.z_dim)
+            logger.log_metrics(scores, step=done)
         if done % t.checkpoint_every == 0 or done == t.steps:
-            _report(parts, done, samples_seen, batches, spec, rank)
+            _report(parts, done, samples_seen, batches, spec, rank, scores)
     if logger is not None:
         logger.flush()
 
@@ -192,14 +200,36 @@ def _rank0_logger(config: dict[str, Any]):
     return RunLogger(config["tracking_uri"], config["run_id"])
 
 
-def _sample_grid(parts: GanParts, z: torch.Tensor) -> bytes:
+def _rank0_scorer(spec: JobSpec, config: dict[str, Any], device):
+    if spec.eval is None:
+        return None
+    from pipeline.eval.scorer import GeneratorScorer
+
+    return GeneratorScorer(spec.eval, spec.data, config["manifest_sha256"], device=device)
+
+
+@contextlib.contextmanager
+def _eval_generator(parts: GanParts):
+    """The generator people get: the EMA copy when there is one, in eval mode for the duration."""
     g = parts.ema.module if parts.ema is not None else unwrap(parts.G)
     was_training = g.training
     g.eval()
-    with torch.no_grad():
-        images = g(z)
-    g.train(was_training)
-    return grid_png(images)
+    try:
+        with torch.no_grad():
+            yield g
+    finally:
+        g.train(was_training)
+
+
+def _sample_grid(parts: GanParts, z: torch.Tensor) -> bytes:
+    with _eval_generator(parts) as g:
+        return grid_png(g(z))
+
+
+def _score(scorer, parts: GanParts, z_dim: int) -> dict[str, float]:
+    with _eval_generator(parts) as g:
+        result = scorer(g, z_dim)
+    return {"eval/fd": result["fd"], "eval/kid": result["kid"]}
 
 
 def _data_stats(batches, world: int) -> dict[str, float]:
@@ -209,7 +239,7 @@ def _data_stats(batches, world: int) -> dict[str, float]:
     return {"data/corrupt_skipped": summed[0], "data/samples_read": summed[1], "data/epoch": float(stats.get("epoch", 0))}
 
 
-def _report(parts: GanParts, step: int, samples_seen: int, batches, spec: JobSpec, rank: int) -> None:
+def _report(parts: GanParts, step: int, samples_seen: int, batches, spec: JobSpec, rank: int, scores: dict) -> None:
     """Every rank reports (report is a barrier); only rank 0 attaches the checkpoint."""
     position = batches.state()
     positions = [None] * (dist.get_world_size() if dist.is_initialized() else 1)
@@ -217,7 +247,7 @@ def _report(parts: GanParts, step: int, samples_seen: int, batches, spec: JobSpe
         dist.all_gather_object(positions, position)
     else:
         positions = [position]
-    metrics = {"step": step, "samples_seen": samples_seen}
+    metrics = {"step": step, "samples_seen": samples_seen, **scores}  # rank 0's are kept with the checkpoint
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return

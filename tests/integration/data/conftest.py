@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import logging
 import os
 import threading
 import uuid
@@ -48,6 +49,8 @@ def fake_aws_env():
 def s3_endpoint(fake_aws_env) -> str:
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
+
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -77,6 +80,11 @@ class FaultProxy(ThreadingHTTPServer):
         self.counter = itertools.count(1)
         self.lock = threading.Lock()
         self.failed = self.cut = self.passed = 0
+
+    def configure(self, fail_every: int, cut_every: int, first: int = 1) -> None:
+        """New schedule; `first` is the number the next object GET gets (to fault it at once)."""
+        with self.lock:
+            self.fail_every, self.cut_every, self.counter = fail_every, cut_every, itertools.count(first)
 
     @property
     def url(self) -> str:

@@ -1,0 +1,54 @@
+"""FD/KID of a generator against one data set: what training (at its eval interval) and
+`ganpipe eval` both call. Real images are read once, through the same reader training uses."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pipeline.data.config import DataSpec
+from pipeline.data.errors import CorruptSampleError
+from pipeline.data.manifest import load_manifest, shard_urls
+from pipeline.data.reader import decode, iter_shard
+from pipeline.eval.config import EvalSpec
+from pipeline.eval.evaluate import evaluate
+
+MAX_REAL = 10_000  # reference images: enough for stable statistics, bounded memory (10k×3×32×32 f32 = 120 MB)
+
+
+def read_real_images(data: DataSpec, limit: int = MAX_REAL) -> tuple[Tensor, Tensor]:
+    """Up to `limit` (images (N,3,R,R) in [-1,1], labels (N,)) in manifest order; corrupt samples follow
+    the data spec's policy."""
+    manifest, _ = load_manifest(data.root, data.endpoint_url)
+    images, labels = [], []
+    for url in shard_urls(data, manifest):
+        for raw in iter_shard(url, endpoint_url=data.endpoint_url):
+            try:
+                array, label = decode(raw, data.resolution)
+            except CorruptSampleError:
+                if data.on_corrupt == "fail":
+                    raise
+                continue
+            images.append(array)
+            labels.append(label)
+            if len(images) == limit:
+                break
+        if len(images) == limit:
+            break
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return x, torch.tensor(labels, dtype=torch.int64)
+
+
+class GeneratorScorer:
+    def __init__(self, spec: EvalSpec, data: DataSpec, manifest_sha256: str, *, device="cpu"):
+        self.spec, self.data, self.manifest_sha256, self.device = spec, data, manifest_sha256, device
+        self._real: tuple[Tensor, Tensor] | None = None
+
+    def __call__(self, generator: Callable[[Tensor], Tensor], z_dim: int, *, seed: int = 0) -> dict:
+        if self._real is None:
+            self._real = read_real_images(self.data)
+        images, labels = self._real
+        has_labels = bool((labels >= 0).all())
+        return evaluate(generator, z_dim, images, labels if has_labels else None, self.spec, self.manifest_sha256, seed=seed, device=self.device)
