@@ -138,22 +138,28 @@ class BatchStream:
                 source = self._loader(EpochDataset(self.config, self.layout, self._epoch, self._in_epoch))
             else:
                 source = self._loader(ResampledDataset(self.config, self.layout.workers, self._resumes))
-            for images, labels, keys, corrupt in source:
-                self._batches += 1
-                self._corrupt += corrupt
-                if self.mode == "epoch":
-                    self._in_epoch += 1
-                    if self._in_epoch == self.batches_per_epoch:
-                        self._epoch, self._in_epoch = self._epoch + 1, 0
-                images = images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-                yield (images, labels, keys) if self.config.with_keys else (images, labels)
-                if self.mode == "epoch" and self._in_epoch == 0:
-                    break  # the epoch's loader is done; the next one starts with the new epoch
-            else:
-                if self.mode != "epoch":
-                    raise DataError("resampled stream ended unexpectedly")
-                if self._in_epoch != 0:
-                    raise DataError(f"epoch {self._epoch} ended after {self._in_epoch} of {self.batches_per_epoch} batches")
+            try:
+                yield from self._consume(source)
+            except BaseException:  # an error, or the caller stopped iterating (GeneratorExit)
+                _stop_workers(source)
+                raise
+
+    def _consume(self, source) -> Iterator[tuple]:
+        for images, labels, keys, corrupt in source:
+            self._batches += 1
+            self._corrupt += corrupt
+            if self.mode == "epoch":
+                self._in_epoch += 1
+                if self._in_epoch == self.batches_per_epoch:
+                    self._epoch, self._in_epoch = self._epoch + 1, 0
+            images = images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+            yield (images, labels, keys) if self.config.with_keys else (images, labels)
+            if self.mode == "epoch" and self._in_epoch == 0:
+                return  # the epoch's loader is done; the next one starts with the new epoch
+        if self.mode != "epoch":
+            raise DataError("resampled stream ended unexpectedly")
+        if self._in_epoch != 0:
+            raise DataError(f"epoch {self._epoch} ended after {self._in_epoch} of {self.batches_per_epoch} batches")
 
     def _loader(self, dataset) -> Iterator[tuple]:
         if self.loader_workers == 0:
@@ -168,6 +174,19 @@ class BatchStream:
                 prefetch_factor=4,
             )
         )
+
+
+def _stop_workers(source) -> None:
+    """Stop a DataLoader's workers now. After a worker raised, torch marks it unavailable and never
+    sends it the stop signal, so its own shutdown waits 5 s per worker before killing them; the
+    batches still in flight are unwanted either way."""
+    workers = getattr(source, "_workers", None)
+    if not workers:
+        return
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()
+    source._shutdown_workers()
 
 
 def _one_thread(_worker_id: int) -> None:

@@ -91,12 +91,14 @@ def train_classifier(images: Tensor, labels: Tensor, *, steps: int, width: int, 
     x_all = model._prepare(images)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    for _ in range(steps):
-        idx = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=gen)]
-        loss = F.cross_entropy(model(x_all[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    # enable_grad: the first evaluation may train the extractor from inside a caller's no_grad block.
+    with torch.enable_grad():
+        for _ in range(steps):
+            idx = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=gen)]
+            loss = F.cross_entropy(model(x_all[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     model.eval()
 
     def accuracy(idx: Tensor) -> float | None:

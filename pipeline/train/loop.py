@@ -51,6 +51,7 @@ class GanStep:
         loss: str,
         regs: Regularization,
         global_batch: int,
+        z_dim: int,
         all_reduce: AllReduce | None = None,
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
         generator: torch.Generator | None = None,
@@ -58,19 +59,21 @@ class GanStep:
         seed: int = 0,
     ):
         self.p, self.loss, self.regs = parts, loss, regs
-        self.global_batch = global_batch
+        self.global_batch, self.z_dim = global_batch, z_dim
         self.all_reduce = all_reduce
         self.autocast = autocast
         self.generator = generator  # per-rank randomness of augmentation and WGAN-GP's ε
         self.every = regs.lazy_every
         self.rank, self.seed = rank, seed
 
-    def global_uniform(self, step: int, n: int) -> Tensor:
-        """This rank's slice of U(0,1) draws made for the whole global batch, seeded by the step: the
-        same numbers whatever the worker count (and on a resumed run)."""
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 4 + 2)
-        u = torch.rand(self.global_batch, generator=g)
-        return u[self.rank * n : (self.rank + 1) * n]
+    def _global_draw(self, step: int, stream: int, n: int, *shape: int, normal: bool) -> Tensor:
+        """This rank's slice of random numbers drawn for the whole global batch, seeded by (seed, step,
+        stream): the same numbers whatever the worker count (1 × B and 2 × B/2 see the same z), and the
+        same again on a resumed run."""
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 4 + stream)
+        draw = torch.randn if normal else torch.rand
+        full = draw(self.global_batch, *shape, generator=g)
+        return full[self.rank * n : (self.rank + 1) * n]
 
     # -- augmentation, applied to every image D sees (reals and fakes alike) --------------------------
     def augment(self, x: Tensor) -> Tensor:
@@ -88,7 +91,10 @@ class GanStep:
     def _d(self, x: Tensor) -> Tensor:
         return self.p.D(self.augment(x))
 
-    def __call__(self, step: int, real: Tensor, z_d: Tensor, z_g: Tensor) -> dict[str, Tensor | float]:
+    def __call__(self, step: int, real: Tensor) -> dict[str, Tensor | float]:
+        n, device = len(real), real.device
+        z_d = self._global_draw(step, 0, n, self.z_dim, normal=True).to(device, real.dtype)
+        z_g = self._global_draw(step, 1, n, self.z_dim, normal=True).to(device, real.dtype)
         stats: dict[str, Tensor | float] = {}
         fake = self.d_main(step, real, z_d, stats)
         if self.every > 1 and step % self.every == 0:
@@ -96,6 +102,10 @@ class GanStep:
         self.g_main(step, z_g, stats)
         if self.p.ema is not None:
             stats["ema/beta"] = self.p.ema.update(self.p.G, step=step, batch_size=self.global_batch)
+        if self.p.ada is not None and (step + 1) % self.p.ada.interval == 0:
+            # r_t over the last `interval` steps of every rank → the same p everywhere.
+            p, rt = self.p.ada.update(self.p.ada.interval * self.global_batch, all_reduce=self.all_reduce)
+            stats.update({"ada/p": p, "ada/rt": rt})
         return stats
 
     def d_main(self, step: int, real: Tensor, z: Tensor, stats: dict) -> Tensor:
@@ -156,7 +166,7 @@ class GanStep:
                 pen, logits = r2_penalty(self._d, fake)
                 scale = w / 2
             else:
-                eps = self.global_uniform(step, len(real))
+                eps = self._global_draw(step, 2, len(real), normal=False)
                 pen, logits = wgan_gp_penalty(self._d, real, fake, eps=eps)
                 scale = w
         stats[f"reg/{r.kind}"] = pen.detach()

@@ -38,14 +38,6 @@ def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def noise(seed: int, step: int, phase: int, *, global_batch: int, z_dim: int, rank: int, per_rank: int, device) -> torch.Tensor:
-    """This rank's slice of the step's global z. Drawing the global batch and slicing it makes the run
-    independent of the worker count: 1 worker × B and 2 workers × B/2 see the same z."""
-    g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 4 + phase)
-    z = torch.randn(global_batch, z_dim, generator=g)
-    return z[rank * per_rank : (rank + 1) * per_rank].to(device)
-
-
 def _with_spectral_norm(module: torch.nn.Module) -> torch.nn.Module:
     from torch.nn.utils.parametrizations import spectral_norm
 
@@ -149,7 +141,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     bf16 = spec.scaling.precision == "bf16"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     step_fn = GanStep(
-        parts, loss=spec.loss.kind, regs=regs, global_batch=spec.train.global_batch,
+        parts, loss=spec.loss.kind, regs=regs, global_batch=spec.train.global_batch, z_dim=spec.model.z_dim,
         all_reduce=_all_reduce_sum, autocast=autocast,
         generator=torch.Generator(device=device).manual_seed(spec.train.seed * 7919 + rank + 1),
         rank=rank, seed=spec.train.seed,
@@ -162,13 +154,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     it = iter(batches)
     for step in range(start, t.steps):
         real, _ = next(it)
-        real = real.to(device, non_blocking=True)
-        z_d = noise(t.seed, step, 0, global_batch=t.global_batch, z_dim=spec.model.z_dim, rank=rank, per_rank=per, device=device)
-        z_g = noise(t.seed, step, 1, global_batch=t.global_batch, z_dim=spec.model.z_dim, rank=rank, per_rank=per, device=device)
-        stats = step_fn(step, real, z_d, z_g)
-        if parts.ada is not None and (step + 1) % parts.ada.interval == 0:
-            p, rt = parts.ada.update(parts.ada.interval * t.global_batch, all_reduce=_all_reduce_sum)
-            stats.update({"ada/p": p, "ada/rt": rt})
+        stats = step_fn(step, real.to(device, non_blocking=True))
         samples_seen += t.global_batch
         window.add(stats)
         done = step + 1

@@ -21,7 +21,7 @@ def _train(config):
     from pipeline.spec import JobSpec
     from pipeline.train.loop import GanStep, unwrap
     from pipeline.train.regularization import Regularization
-    from pipeline.train.worker import _all_reduce_sum, build_parts, noise
+    from pipeline.train.worker import _all_reduce_sum, build_parts
 
     torch.set_default_dtype(torch.float64)
     torch.set_num_threads(1)
@@ -31,13 +31,12 @@ def _train(config):
     torch.manual_seed(spec.train.seed)
     regs = Regularization.from_specs(spec.regularization)
     parts = build_parts(spec, regs, "cpu")
-    step_fn = GanStep(parts, loss=spec.loss.kind, regs=regs, global_batch=B, all_reduce=_all_reduce_sum,
+    step_fn = GanStep(parts, loss=spec.loss.kind, regs=regs, global_batch=B, z_dim=spec.model.z_dim, all_reduce=_all_reduce_sum,
                       generator=torch.Generator().manual_seed(5), rank=rank, seed=0)
     per, r = B // world, spec.data.resolution
     reals = torch.rand(STEPS, B, 3, r, r, generator=torch.Generator().manual_seed(99)) * 2 - 1
     for step in range(STEPS):
-        z = [noise(0, step, p, global_batch=B, z_dim=spec.model.z_dim, rank=rank, per_rank=per, device="cpu") for p in (0, 1)]
-        step_fn(step, reals[step, rank * per : (rank + 1) * per], *z)
+        step_fn(step, reals[step, rank * per : (rank + 1) * per])
     if rank == 0:
         torch.save({"G": unwrap(parts.G).state_dict(), "D": unwrap(parts.D).state_dict(),
                     "ema": parts.ema.state_dict()}, config["out"])

@@ -57,3 +57,16 @@ def test_arbitrary_label_values_and_single_class_refused(make_blobs):
     assert model.report["classes"] == [3, 8]
     with pytest.raises(ValueError, match="2 distinct"):
         train_classifier(images, torch.zeros(60, dtype=torch.long), steps=1, width=4, seed=0)
+
+
+
+def test_training_works_inside_a_callers_no_grad_block(toy_data):
+    """Training scores the EMA generator under no_grad, and the first score trains the extractor."""
+    import torch as _torch
+
+    from pipeline.eval.classifier import train_classifier as _train
+
+    images, labels = toy_data
+    with _torch.no_grad():
+        model = _train(images, labels, steps=60, width=8, seed=0)
+    assert model.report["heldout_accuracy"] > 0.9
