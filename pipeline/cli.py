@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+
+# MLflow's INFO lines (store migrations, artifact uploads) would drown the progress bar.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 app = typer.Typer(help="Distributed GAN training on Ray, from WebDataset shards to an MLflow-registered generator.", no_args_is_help=True, add_completion=False)
 console = Console(soft_wrap=True)  # paths and URIs stay on one line, copy-pastable
@@ -98,6 +102,8 @@ def eval_(
     inception_sha256: Optional[str] = typer.Option(None, help="Its expected sha256."),
     endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint for an s3:// data URL."),
     seed: int = typer.Option(0, help="Seed of the latent vectors."),
+    cache_dir: str = typer.Option("~/.cache/ganpipe", help="Where the trained extractor and reference statistics are cached."),
+    classifier_steps: int = typer.Option(300, help="Training steps of the classifier extractor (part of its cache key)."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI."),
 ) -> None:
     """Fréchet distance and KID between a generator's samples and real images."""
@@ -111,7 +117,8 @@ def eval_(
     from pipeline.sampling import load_generator
 
     try:
-        spec = EvalSpec(extractor=extractor, num_samples=n, inception_path=inception_path, inception_sha256=inception_sha256)
+        spec = EvalSpec(extractor=extractor, num_samples=n, inception_path=inception_path, inception_sha256=inception_sha256,
+                        cache_dir=cache_dir, classifier_steps=classifier_steps)
         manifest, manifest_sha = load_manifest(data, endpoint_url)
         data_spec = DataSpec(root=data, resolution=manifest_resolution(manifest), endpoint_url=endpoint_url)
     except (ValidationError, DataError) as e:

@@ -38,8 +38,10 @@ def pack(
     endpoint_url: Optional[str] = EndpointOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Pack SOURCE into shard-000000.tar ... plus manifest.json under --out. Re-packing the same
-    source sends nothing new and keeps the snapshot id."""
+    """Pack SOURCE into shard-000000.tar ... plus manifest.json under --out.
+
+    Re-packing the same source sends nothing new and keeps the snapshot id (the manifest's sha256).
+    """
     from pipeline.data.manifest import load_manifest
     from pipeline.data.pack import pack_with_report
 
@@ -98,8 +100,11 @@ def verify(
     endpoint_url: Optional[str] = EndpointOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Stream every shard through the training reader, decode every sample, and check counts and
-    sha256 against the manifest. Exit 0 when all match, 1 with a list of differences."""
+    """Check every shard against the manifest: counts, bytes, sha256, every sample decoded.
+
+    Streams the shards through the same reader training uses. Exit 0 when all match, 1 with a
+    list of the differences, 2 when the manifest cannot be read.
+    """
     from pipeline.data.manifest import load_manifest
     from pipeline.data.verify import verify as run_verify
 

@@ -52,8 +52,13 @@ class DataSpec(BaseModel):
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint_is_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+        if value is None:
+            return value
+        if not value.startswith(("http://", "https://")):
             raise ValueError(f"endpoint_url must start with http:// or https://, got {value!r}")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            # never echo the value: it would put the secret into the error, and from there into logs
+            raise ValueError("endpoint_url must not carry credentials (user:password@); use the boto3 chain (env, profile, role)")
         return value
 
     @model_validator(mode="after")

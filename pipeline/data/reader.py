@@ -67,8 +67,8 @@ def decode(raw: dict, resolution: int) -> tuple[np.ndarray, int]:
     if data is None:
         raise CorruptSampleError.of(url, key, f"no png member (members: {sorted(k for k in raw if not k.startswith('__'))})")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
+        # formats=["PNG"]: no probing of every registered format, and no surprise JPEG in a .png
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
             array = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad bytes
         raise CorruptSampleError.of(url, key, f"cannot decode png: {exc}") from None

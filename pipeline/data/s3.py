@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import queue
 import threading
 import time
 
@@ -31,6 +32,8 @@ READ_CHUNK = 1 << 20
 # Resumes of one shard body that make no progress before we give up; progress resets the count,
 # so a long shard survives many separate drops but a dead endpoint fails within seconds.
 MAX_STALLED_RESUMES = 8
+# Chunks fetched ahead of the decoder per open shard (x READ_CHUNK bytes of memory each).
+SHARD_READ_AHEAD = 4
 # botocore retries 5xx and throttling (SlowDown, 503) on the request itself, with jittered
 # exponential backoff; "standard" mode bounds the attempts.
 _RETRIES = {"max_attempts": 8, "mode": "standard"}
@@ -210,15 +213,85 @@ class RangeReader(io.RawIOBase):
         super().close()
 
 
-def open_reader(url: str, endpoint_url: str | None = None, buffer_size: int = READ_CHUNK) -> io.BufferedReader:
-    return io.BufferedReader(RangeReader(url, endpoint_url=endpoint_url), buffer_size=max(buffer_size, READ_CHUNK))
+class ReadAhead(io.RawIOBase):
+    """Keeps up to `depth` chunks of a RangeReader fetched ahead by a background thread, so the
+    network (which releases the GIL) overlaps with tar parsing and PNG decoding instead of taking
+    turns with them. Errors the reader gives up on are raised to the consumer in order."""
+
+    _END = object()
+
+    def __init__(self, reader: RangeReader, depth: int = 4, chunk: int = READ_CHUNK):
+        super().__init__()
+        self.reader = reader
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._current = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(target=self._fill, args=(chunk,), name=f"s3-read-ahead {reader.url}", daemon=True)
+        self._thread.start()
+
+    def _fill(self, chunk: int) -> None:
+        try:
+            while not self._stop.is_set():
+                buffer = bytearray(chunk)
+                n = self.reader.readinto(buffer)
+                self._offer(memoryview(buffer)[:n] if n else self._END)
+                if not n:
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            self._offer(exc)
+
+    def _offer(self, item) -> None:
+        # Never block for good on a full queue: the consumer may have stopped reading (close()).
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._current:
+            if self._done:
+                return 0
+            item = self._queue.get()
+            if item is self._END:
+                self._done = True
+                return 0
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            self._current = item
+        n = min(len(buffer), len(self._current))
+        buffer[:n] = self._current[:n]
+        self._current = self._current[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self.reader.close()
+        super().close()
+
+
+def open_reader(url: str, endpoint_url: str | None = None, read_ahead: int = 0) -> io.BufferedReader:
+    """A buffered, resumable reader of one object; `read_ahead` > 0 fetches that many 1 MiB chunks
+    ahead on a thread (shards), 0 reads inline (small objects such as the manifest)."""
+    raw: io.RawIOBase = RangeReader(url, endpoint_url=endpoint_url)
+    if read_ahead > 0:
+        raw = ReadAhead(raw, depth=read_ahead)
+    return io.BufferedReader(raw, buffer_size=READ_CHUNK)
 
 
 def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, endpoint_url: str | None = None, **_ignored):
     """webdataset gopen handler for s3:// (gopen passes url, mode, bufsize, then its keyword args)."""
     if mode != "rb":
         raise ValueError(f"{url}: the s3 reader is read-only (mode {mode!r}); pack uploads with upload_if_changed")
-    return open_reader(url, endpoint_url=endpoint_url)
+    return open_reader(url, endpoint_url=endpoint_url, read_ahead=SHARD_READ_AHEAD)
 
 
 def register() -> None:

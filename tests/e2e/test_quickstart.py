@@ -48,6 +48,9 @@ def quickstart_run(tmp_path_factory, ray_local):
             f"tracking.tracking_uri={uri}",
             "tracking.registered_model=gan-digits-test",
             "tracking.grid_size=16",
+            "eval.num_samples=200",
+            "eval.classifier_steps=50",
+            f"eval.cache_dir={tmp / 'cache'}",
         ],
     )
     out = train(spec, show_progress=False)
@@ -81,6 +84,8 @@ def test_registered_version_tags_and_champion_alias(quickstart_run):
     tags = mv.tags
     assert tags["z_dim"] == "100" and tags["resolution"] == "32" and tags["job"] == "quickstart"
     assert tags["steps"] == "6" and tags["spec_sha256"] == spec.sha256()
+    assert float(tags["fd"]) > 0 and tags["fd_extractor"] == "classifier"
+    assert [m.step for m in client.get_metric_history(out.run_id, "eval/fd")] == [6]
     manifest = (Path(spec.data.root) / "manifest.json").read_bytes()
     import hashlib
 
@@ -114,3 +119,14 @@ def test_second_run_does_not_take_the_champion_alias(quickstart_run):
     client = MlflowClient(tracking_uri=uri)
     assert out.model_version != first.model_version and not out.became_champion
     assert client.get_model_version_by_alias("gan-digits-test", "champion").version == first.model_version
+
+
+def test_eval_verb_scores_the_champion(quickstart_run):
+    spec, _, uri, tmp = quickstart_run
+    res = CliRunner().invoke(app, ["eval", "models:/gan-digits-test@champion", "--data", spec.data.root, "-n", "200",
+                                   "--tracking-uri", uri, "--cache-dir", str(tmp / "cache"), "--classifier-steps", "50"])
+    assert res.exit_code == 0, res.output
+    fd = float(res.output.split("FD")[1].split()[0])
+    client = MlflowClient(tracking_uri=uri)
+    tagged = float(client.get_model_version_by_alias("gan-digits-test", "champion").tags["fd"])
+    assert fd > 0 and fd == pytest.approx(tagged, rel=0.05)  # same model, same extractor, same n

@@ -62,3 +62,18 @@ def test_streamed_epoch_through_faults_loses_and_repeats_nothing(s3_endpoint, bu
 
     assert epoch_keys(fault_proxy.url) == epoch_keys(s3_endpoint)
     assert fault_proxy.cut > 0
+
+
+def test_resume_refuses_an_object_replaced_mid_read(s3_endpoint, bucket):
+    import pytest
+
+    from pipeline.data.errors import DataError
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.put_object(Bucket=bucket, Key="swap", Body=b"a" * (2 << 20))
+    reader = s3.RangeReader(f"s3://{bucket}/swap", endpoint_url=s3_endpoint)
+    assert reader.readinto(bytearray(1 << 20)) > 0
+    client.put_object(Bucket=bucket, Key="swap", Body=b"b" * (2 << 20))
+    reader._drop_body()  # as if the connection had dropped here
+    with pytest.raises(DataError, match="changed while it was being read"):
+        reader.readinto(bytearray(1 << 20))

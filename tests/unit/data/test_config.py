@@ -51,3 +51,9 @@ def test_skip_needs_a_corrupt_budget():
 def test_round_trips_through_json():
     spec = DataSpec(root="s3://b/p", sampling="epoch", loader_workers=2, endpoint_url="http://127.0.0.1:9000")
     assert DataSpec.model_validate(spec.model_dump(mode="json")) == spec
+
+
+def test_credentials_in_the_endpoint_are_refused_without_echoing_them():
+    with pytest.raises(ValidationError) as info:
+        DataSpec(root="s3://b/x", endpoint_url="http://AKIAXX:s3cr3t@minio:9000")
+    assert "credentials" in str(info.value) and "s3cr3t" not in str(info.value).split("input_value")[0]
