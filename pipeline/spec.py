@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from pipeline.data.config import DataSpec
 from pipeline.eval.config import EvalSpec
@@ -75,14 +76,14 @@ class JobSpec(Frozen):
     tracking: TrackingSpec = TrackingSpec()
     eval: EvalSpec | None = None
 
-    @field_validator("data")
-    @classmethod
-    def _no_credentials_in_urls(cls, data: DataSpec) -> DataSpec:
-        # Credentials come from boto3's chain; a URL with user:password would leak into MLflow params.
-        for url in (data.root, data.endpoint_url or ""):
-            if urlsplit(url).password is not None:
-                raise ValueError("credentials in a URL are refused; use the AWS credential chain")
-        return data
+    @model_validator(mode="after")
+    def _no_credentials_in_urls(self) -> "JobSpec":
+        # data.endpoint_url is checked by DataSpec. Credentials come from the AWS chain and
+        # MLFLOW_TRACKING_USERNAME/PASSWORD; a URL with user:password would leak into params and logs.
+        for field, url in (("checkpoint.endpoint_url", self.checkpoint.endpoint_url), ("tracking.tracking_uri", self.tracking.tracking_uri)):
+            if url and urlsplit(url).password is not None:
+                raise ValueError(f"{field}: credentials in a URL are refused (user:password@)")
+        return self
 
     @model_validator(mode="after")
     def _cross_field(self) -> "JobSpec":
@@ -110,10 +111,15 @@ class SpecError(ValueError):
     """A job spec that does not validate; the message lists every offending field."""
 
 
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
 def _describe(err: dict) -> str:
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
+    if isinstance(got, str):
+        got = _USERINFO.sub("***@", got)  # a mistyped URL may carry credentials: never echo them
     shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
     return f"  {loc or '<job>'}: {msg}{shown}"
 

@@ -7,17 +7,35 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-@pytest.fixture
-def repo_root() -> str:
-    return REPO
+_FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    # keep a developer's real ~/.aws out of the tests
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """A real local Ray instance for the session (2 CPUs: one per worker); stopped at the end."""
+def fake_aws_env():
+    saved = {k: os.environ.get(k) for k in [*_FAKE_AWS, "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"]}
+    os.environ.update(_FAKE_AWS)
+    os.environ.pop("AWS_ENDPOINT_URL_S3", None)
+    os.environ.pop("AWS_PROFILE", None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def ray_local(fake_aws_env):
+    """A real local Ray instance for the session (2 CPUs: one per worker); stopped at the end.
+    Started after fake_aws_env so its workers inherit test credentials for the local S3 endpoint."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024**2)

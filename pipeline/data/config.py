@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class DataSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a mistyped endpoint may hold a secret; errors end up in logs.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     root: str = Field(description="local folder or s3://bucket/prefix holding manifest.json and the shards")
     shards: str | None = Field(
@@ -16,7 +17,12 @@ class DataSpec(BaseModel):
         description='brace pattern relative to root, e.g. "shard-{000000..000002}.tar"; default: every shard in the manifest',
     )
     resolution: int = Field(default=32, description="image side in pixels; must equal the manifest's image size")
-    shuffle_buffer: int = Field(default=1000, ge=0, description="raw samples held in memory for shuffling; 0 = no shuffle")
+    shuffle_buffer: int = Field(
+        default=1000,
+        ge=0,
+        description="raw samples held in memory for shuffling; 0 = no shuffle. resampled: a webdataset shuffle "
+        "buffer across shards; epoch: the window permuted inside each shard (shard order is permuted too)",
+    )
     sampling: Literal["resampled", "epoch"] = "resampled"
     epoch_tail: Literal["drop", "pad"] = Field(
         default="drop", description="epoch mode: drop the samples that do not fill a batch on every rank, or pad by repeating"

@@ -20,3 +20,8 @@ class CorruptSampleError(DataError):
     @classmethod
     def of(cls, url: str, key: str, reason: str) -> "CorruptSampleError":
         return cls(f"corrupt sample {key!r} in shard {url}: {reason}", url=url, key=key)
+
+
+class ShardFormatError(DataError):
+    """A shard's tar structure is damaged (bad header checksum, truncated member). With
+    on_corrupt=skip the rest of that shard counts as corrupt; storage errors never do."""

@@ -114,8 +114,6 @@ class BatchStream:
     def _restore(self, position: dict) -> None:
         if position.get("mode") != self.mode:
             raise DataError(f"checkpointed data position is for sampling={position.get('mode')!r}, the spec says {self.mode!r}")
-        if position.get("snapshot") not in (None, self.snapshot):
-            log.warning("data snapshot changed since the checkpoint (%s -> %s): resuming at the next epoch", position.get("snapshot"), self.snapshot)
         self._batches = int(position.get("batches", 0))
         self._resumes = int(position.get("resumes", 0)) + 1
         self._epoch = int(position.get("epoch", 0))
@@ -124,9 +122,9 @@ class BatchStream:
             return
         same_layout = position.get("layout") == self.layout.as_dict() and position.get("seed") == self.config.seed
         if self._in_epoch and (not same_layout or position.get("snapshot") not in (None, self.snapshot)):
-            # The consumed set was derived from the old layout; mapping it onto a new one is not
-            # exact, so finish the epoch early rather than risk showing a sample twice.
-            log.warning("data layout changed mid-epoch %d; resuming at the start of epoch %d", self._epoch, self._epoch + 1)
+            # The consumed set was derived from the old layout (or data); mapping it onto a new one
+            # is not exact, so end the epoch early rather than risk showing a sample twice.
+            log.warning("data layout, seed or snapshot changed mid-epoch %d; resuming at the start of epoch %d", self._epoch, self._epoch + 1)
             self._epoch, self._in_epoch = self._epoch + 1, 0
         if self._in_epoch >= self.batches_per_epoch:
             self._epoch, self._in_epoch = self._epoch + 1, 0

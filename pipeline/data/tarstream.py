@@ -14,7 +14,7 @@ import re
 import zlib
 from typing import Iterator
 
-from pipeline.data.errors import DataError
+from pipeline.data.errors import ShardFormatError
 
 BLOCK = 512
 _REGULAR = {b"0", b"\0", b"7"}
@@ -74,12 +74,12 @@ def iter_members(stream, where: str = "tar") -> Iterator[tuple[str, bytes]]:
         header = _read_exact(stream, BLOCK)
         if len(header) < BLOCK:
             if header or offset == 0:
-                raise DataError(f"{where}: truncated tar header at byte {offset}")
+                raise ShardFormatError(f"{where}: truncated tar header at byte {offset}")
             return  # a stream that ends on a block boundary without the zero blocks: tolerated
         if header.count(0) == BLOCK:
             return  # end-of-archive marker
         if not _checksum_ok(header):
-            raise DataError(f"{where}: bad tar header checksum at byte {offset}")
+            raise ShardFormatError(f"{where}: bad tar header checksum at byte {offset}")
         kind = header[156:157]
         size = int(pax["size"]) if "size" in pax else _octal(header[124:136])
         name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
@@ -90,7 +90,7 @@ def iter_members(stream, where: str = "tar") -> Iterator[tuple[str, bytes]]:
         padded = (size + BLOCK - 1) // BLOCK * BLOCK
         body = _read_exact(stream, padded) if padded else b""
         if len(body) < padded:
-            raise DataError(f"{where}: truncated tar member {name!r} at byte {offset}")
+            raise ShardFormatError(f"{where}: truncated tar member {name!r} at byte {offset}")
         offset += BLOCK + padded
         data = body[:size] if padded != size else body
         if kind == b"x":  # pax record for the next member only
@@ -112,7 +112,18 @@ def iter_samples(stream, url: str) -> Iterator[dict]:
     basename) become one dict {"__key__", "__url__", suffix: bytes}; same rules as webdataset's
     group_by_keys, including skipping __meta__ files and lower-casing suffixes."""
     current: dict | None = None
-    for name, data in iter_members(stream, where=url):
+    members = iter_members(stream, where=url)
+    while True:
+        try:
+            name, data = next(members)
+        except StopIteration:
+            break
+        except ShardFormatError:
+            # hand over the sample read so far (whole, or missing members and so decoded as corrupt),
+            # then report the damage
+            if current is not None:
+                yield current
+            raise
         slash = name.rfind("/") + 1
         dot = name.find(".", slash)
         if dot < 0:
@@ -126,7 +137,7 @@ def iter_samples(stream, url: str) -> Iterator[dict]:
                 yield current
             current = {"__key__": key, "__url__": url}
         if suffix in current:
-            raise DataError(f"{url}: duplicate member {name!r} in one sample")
+            raise ShardFormatError(f"{url}: duplicate member {name!r} in one sample")
         current[suffix] = data
     if current is not None:
         yield current

@@ -16,7 +16,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.data import epoch_plan as plan
-from pipeline.data.errors import CorruptSampleError
+from pipeline.data.errors import CorruptSampleError, ShardFormatError
 from pipeline.data.reader import CorruptPolicy, decode, iter_shard, tar_samples
 
 
@@ -150,10 +150,11 @@ class EpochDataset(IterableDataset):
 
 
 def _safe_iter(url: str, endpoint_url: str | None, on_corrupt: str) -> Iterator[dict]:
-    """Raw samples of a shard; with on_corrupt=skip a broken tar ends the shard early (the missing
-    samples then count as corrupt) instead of ending the run."""
+    """Raw samples of a shard; with on_corrupt=skip a damaged tar ends the shard early (the missing
+    samples then count as corrupt) instead of ending the run. Storage errors always propagate:
+    an unreachable bucket is not bad data."""
     try:
         yield from iter_shard(url, endpoint_url=endpoint_url)
-    except Exception as exc:
-        if on_corrupt == "fail" or isinstance(exc, (FileNotFoundError, PermissionError)):
+    except ShardFormatError:
+        if on_corrupt == "fail":
             raise

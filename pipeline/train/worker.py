@@ -147,6 +147,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         rank=rank, seed=spec.train.seed,
     )
     logger = _rank0_logger(config) if rank == 0 else None
+    if logger is not None and start:
+        logger.log_metrics({"train/resumed_from_step": start}, step=start)
     scorer = _rank0_scorer(spec, config, device) if rank == 0 else None
     progress = config.get("progress")
     fixed_z = torch.randn(spec.tracking.grid_size, spec.model.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)

@@ -113,9 +113,10 @@ def test_wgan_gp_with_wasserstein_loss_is_fine():
     assert parse_job(raw).regularization[0].weight == 10
 
 
-def test_credentials_in_urls_are_refused():
-    msg = refused(spec_with("data.endpoint_url", "http://key:secret@127.0.0.1:9000"))
-    assert "data" in msg and "credentials" in msg and "secret" not in msg  # never echo a secret
+@pytest.mark.parametrize("path", ["data.endpoint_url", "checkpoint.endpoint_url", "tracking.tracking_uri"])
+def test_credentials_in_urls_are_refused_and_never_echoed(path):
+    msg = refused(spec_with(path, "http://key:secret@127.0.0.1:9000"))
+    assert path in msg and "credentials" in msg and "secret" not in msg
 
 
 def test_overrides_keep_types_and_reject_garbage():

@@ -1,4 +1,4 @@
-"""A real S3 HTTP endpoint (moto's server on 127.0.0.1) and a fault-injecting proxy in front of it.
+"""A fault-injecting proxy in front of the S3 endpoint (tests/integration/conftest.py starts moto).
 
 Every S3 test talks HTTP to these servers; nothing mocks boto3. Both bind free ports on 127.0.0.1
 and are stopped when the session ends.
@@ -8,63 +8,14 @@ from __future__ import annotations
 
 import http.client
 import itertools
-import logging
-import os
 import threading
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import boto3
 import numpy as np
 import pytest
 import torch
 
 torch.set_num_threads(1)
-
-_FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    # keep a developer's real ~/.aws out of the tests
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-}
-
-
-@pytest.fixture(scope="session")
-def fake_aws_env():
-    saved = {k: os.environ.get(k) for k in [*_FAKE_AWS, "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"]}
-    os.environ.update(_FAKE_AWS)
-    os.environ.pop("AWS_ENDPOINT_URL_S3", None)
-    os.environ.pop("AWS_PROFILE", None)
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint(fake_aws_env) -> str:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def bucket(s3_endpoint) -> str:
-    """A fresh bucket per test, so tests never see each other's objects."""
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
-    return name
-
 
 class FaultProxy(ThreadingHTTPServer):
     """Forwards HTTP to `upstream`; of the object GETs, every `fail_every`-th is answered 503

@@ -56,4 +56,4 @@ def test_round_trips_through_json():
 def test_credentials_in_the_endpoint_are_refused_without_echoing_them():
     with pytest.raises(ValidationError) as info:
         DataSpec(root="s3://b/x", endpoint_url="http://AKIAXX:s3cr3t@minio:9000")
-    assert "credentials" in str(info.value) and "s3cr3t" not in str(info.value).split("input_value")[0]
+    assert "credentials" in str(info.value) and "s3cr3t" not in str(info.value)

@@ -1,10 +1,8 @@
 """A corrupt image inside a shard: `fail` stops naming shard and key, `skip` counts it."""
 
 import hashlib
-import io
 import itertools
 import json
-import os
 import shutil
 import tarfile
 
@@ -99,3 +97,23 @@ def test_verify_lists_the_corrupt_key(corrupt_root):
     assert not report.ok
     assert len(report.problems) == 1 and bad_key in report.problems[0] and SHARD in report.problems[0]
     assert report.samples == 50
+
+
+@pytest.fixture
+def truncated_root(tmp_path, tiny_root):
+    """shard 1 (16 samples) cut after its 8th sample's header: a damaged tar, not a storage error."""
+    root = tmp_path / "cut"
+    shutil.copytree(tiny_root, root)
+    data = (root / SHARD).read_bytes()
+    (root / SHARD).write_bytes(data[: 8 * 2 * 1024 + 512 + 100])  # 8 samples of 2 members x 1 KiB, then half a member
+    return str(root)
+
+
+def test_truncated_shard_fails_or_counts_its_missing_samples(truncated_root):
+    fail = DataSpec(root=truncated_root, resolution=8, sampling="epoch")
+    with pytest.raises(DataError, match=f"{SHARD}.*truncated"):
+        everything(make_batches(fail, rank=0, world_size=1, batch_size=5, seed=0, with_keys=True), 10)
+    skip = DataSpec(root=truncated_root, resolution=8, sampling="epoch", on_corrupt="skip", max_corrupt_fraction=0.2)
+    stream = make_batches(skip, rank=0, world_size=1, batch_size=5, seed=0, with_keys=True)
+    keys = everything(stream, 10)
+    assert len(keys) == 50 and stream.stats()["corrupt_skipped"] == 8  # 16 in the manifest, 8 readable

@@ -69,3 +69,19 @@ def test_resume_mid_epoch_consumes_the_rest_exactly(tiny_root):
 def test_stops_early_when_a_batch_cannot_be_filled(tiny_root):
     with pytest.raises(DataError, match="epoch_tail=pad"):
         make_batches(epoch_spec(tiny_root), rank=0, world_size=4, batch_size=16, seed=0)
+
+
+def test_layout_change_mid_epoch_moves_to_the_next_epoch(tiny_root):
+    spec = epoch_spec(tiny_root)
+    before = make_batches(spec, rank=0, world_size=1, batch_size=5, seed=2, with_keys=True)
+    keys_of(before, 3)
+    after = make_batches(spec, rank=0, world_size=1, batch_size=10, seed=2, position=before.state(), with_keys=True)
+    assert after.state()["epoch"] == 1 and after.state()["batches_in_epoch"] == 0
+    fresh = make_batches(spec, rank=0, world_size=1, batch_size=10, seed=2, with_keys=True)
+    assert keys_of(after, 5) == keys_of(fresh, 10)[50:]  # exactly epoch 1, from its start
+
+
+def test_position_from_the_other_mode_is_refused(tiny_root):
+    resampled = make_batches(DataSpec(root=tiny_root, resolution=8), rank=0, world_size=1, batch_size=5, seed=0)
+    with pytest.raises(DataError, match="sampling"):
+        make_batches(epoch_spec(tiny_root), rank=0, world_size=1, batch_size=5, seed=0, position=resampled.state())

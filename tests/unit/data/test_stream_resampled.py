@@ -61,3 +61,20 @@ def test_every_shard_gets_drawn(tiny_root):
     stream = make_batches(DataSpec(root=tiny_root, resolution=8, shuffle_buffer=0), rank=0, world_size=1, batch_size=10, seed=0, with_keys=True)
     keys = {k for _, _, ks in take(stream, 40) for k in ks}
     assert len(keys) == manifest["num_samples"]
+
+
+def test_loader_workers_draw_different_streams(tiny_root):
+    spec = DataSpec(root=tiny_root, resolution=8, shuffle_buffer=10, loader_workers=2)
+    stream = make_batches(spec, rank=0, world_size=1, batch_size=16, seed=0, with_keys=True)
+    batches = [ks for _, _, ks in take(stream, 4)]  # round-robin: worker 0, 1, 0, 1
+    assert batches[0] != batches[1] and batches[2] != batches[3]
+    assert stream.stats()["batches"] == 4
+
+
+def test_resolution_mismatch_is_refused_before_streaming(tiny_root):
+    import pytest
+
+    from pipeline.data.errors import DataError
+
+    with pytest.raises(DataError, match="resolution 16"):
+        make_batches(DataSpec(root=tiny_root, resolution=16), rank=0, world_size=1, batch_size=4, seed=0)
