@@ -43,10 +43,22 @@ def register(model_uri: str, *, name: str, tags: dict[str, str], tracking_uri: s
     """
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
-    mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    mv = _already_registered(client, name, tags.get("run_id"), model_uri)  # a retry after a partial success
+    if mv is None:
+        mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
     try:
         client.get_model_version_by_alias(name, CHAMPION)
         return mv.version, False
     except MlflowException:
         client.set_registered_model_alias(name, CHAMPION, mv.version)
         return mv.version, True
+
+
+def _already_registered(client: MlflowClient, name: str, run_id: str | None, model_uri: str):
+    if run_id is None:
+        return None
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:  # no such registered model yet
+        return None
+    return next((v for v in versions if v.tags.get("run_id") == run_id and v.source == model_uri), None)

@@ -34,6 +34,19 @@ class RunLogger:
         self.pending_images.append((png, artifact_file))
         self.flush()
 
+    def close(self, patience_s: float = 600.0) -> None:
+        """At the end of training, wait out an outage (with backoff) rather than drop what is buffered."""
+        from pipeline.tracking.retry import with_retries
+
+        def send() -> None:
+            if not self.flush():
+                raise ConnectionError(f"{len(self.pending)} metric points and {len(self.pending_images)} images still buffered")
+
+        try:
+            with_retries(send, what="sending buffered MLflow metrics", patience_s=patience_s)
+        except ConnectionError as e:
+            log.error("MLflow still unreachable after %.0f s: %s are lost", patience_s, e)
+
     def flush(self) -> bool:
         try:
             while self.pending:

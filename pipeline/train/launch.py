@@ -130,9 +130,12 @@ def train(spec: JobSpec, *, run_name: str | None = None, tracking_uri: str | Non
     from pipeline.train.export import generator_from_checkpoint
     from pipeline.tracking.registry import log_generator, register
 
+    from pipeline.tracking.retry import with_retries
+
     with result.checkpoint.as_directory() as d:
         generator, meta = generator_from_checkpoint(d, spec)
-    model_uri = log_generator(generator, z_dim=spec.model.z_dim, run_id=run_id, tracking_uri=tracking_uri)
+    # The checkpoint is safe in storage; an MLflow outage now is waited out, not allowed to lose the model.
+    model_uri = with_retries(lambda: log_generator(generator, z_dim=spec.model.z_dim, run_id=run_id, tracking_uri=tracking_uri), what="logging the generator to MLflow")
     tags = {
         "z_dim": spec.model.z_dim,
         "resolution": spec.data.resolution,
@@ -144,7 +147,7 @@ def train(spec: JobSpec, *, run_name: str | None = None, tracking_uri: str | Non
     }
     if "eval/fd" in result.metrics:  # the final score, computed by rank 0 on the EMA generator
         tags.update({"fd": f"{result.metrics['eval/fd']:.6g}", "kid": f"{result.metrics['eval/kid']:.6g}", "fd_extractor": spec.eval.extractor})
-    version, champion = register(model_uri, name=spec.tracking.registered_model, tags=tags, tracking_uri=tracking_uri)
+    version, champion = with_retries(lambda: register(model_uri, name=spec.tracking.registered_model, tags=tags, tracking_uri=tracking_uri), what="registering the generator")
     _end_run(tracking_uri, run_id, "FINISHED")
     return TrainOutcome(run_id, run_name, tracking_uri, result.checkpoint.path, version, champion, model_uri)
 
@@ -178,6 +181,9 @@ def _fit(spec: JobSpec, worker_config: dict, *, run_name, storage_path, fs, show
             storage_path=storage_path,
             storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=s.max_failures, controller_failure_limit=1),
+            # Rank 0 buffers metrics through an MLflow outage (RunLogger), so its client should fail
+            # fast rather than block a training step in MLflow's default ~2-minute retry loop.
+            worker_runtime_env={"env_vars": {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}},
             checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep),
         ),
     )

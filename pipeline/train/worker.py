@@ -179,7 +179,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if done % t.checkpoint_every == 0 or done == t.steps:
             _report(parts, done, samples_seen, batches, spec, rank, scores)
     if logger is not None:
-        logger.flush()
+        logger.close()
 
 
 def _rank0_logger(config: dict[str, Any]):
