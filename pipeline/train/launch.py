@@ -85,19 +85,20 @@ def open_run(spec: JobSpec, *, tracking_uri: str, run_name: str, manifest_sha: s
     return run.info.run_id
 
 
-def _init_ray(num_workers: int) -> None:
+def _init_ray(start_timeout_s: float) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    # A request no cluster can satisfy must fail, not wait forever (DESIGN.md: Ray Train 2.60).
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
     ray.init(
         address=os.environ.get("RAY_ADDRESS"),  # unset: a local instance for this process
         logging_level=logging.ERROR,
         log_to_driver=os.environ.get("GANPIPE_RAY_LOGS") == "1",
         include_dashboard=False,
         configure_logging=True,
+        # A request no cluster can satisfy must fail, not wait forever (DESIGN.md): the Train
+        # controller, an actor of this job, reads its worker-group start timeout from here.
+        runtime_env={"env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(start_timeout_s)}},
     )
 
 
@@ -120,7 +121,7 @@ def train(spec: JobSpec, *, run_name: str | None = None, tracking_uri: str | Non
     run_name = run_name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_id = open_run(spec, tracking_uri=tracking_uri, run_name=run_name, manifest_sha=manifest_sha)
     storage_path, fs = storage(spec)
-    _init_ray(spec.scaling.num_workers)
+    _init_ray(spec.scaling.start_timeout_s)
     worker_config = {"spec": spec.model_dump(mode="json"), "tracking_uri": tracking_uri, "run_id": run_id, "manifest_sha256": manifest_sha}
     try:
         result = _fit(spec, worker_config, run_name=run_name, storage_path=storage_path, fs=fs, show_progress=show_progress)

@@ -32,10 +32,13 @@ log = logging.getLogger(__name__)
 
 
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        t = t.clone()
-        dist.all_reduce(t)
-    return t
+    """Sum over ranks, returned on t's device. NCCL reduces CUDA tensors only, gloo CPU ones."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    out = t.detach().to(on, copy=True)
+    dist.all_reduce(out)
+    return out.to(t.device)
 
 
 def _with_spectral_norm(module: torch.nn.Module) -> torch.nn.Module:
@@ -253,13 +256,14 @@ class _Window:
         self.t0 = time.perf_counter()
 
     def add(self, stats: dict) -> None:
+        # Sums stay tensors (on the GPU when training there): no host sync per step, one per log step.
         self.n += 1
         for k, v in stats.items():
-            self.sums[k] = self.sums.get(k, 0.0) + (v.item() if torch.is_tensor(v) else float(v))
+            self.sums[k] = self.sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else float(v))
 
     def reduce(self, all_reduce, world: int) -> dict[str, float]:
         keys = sorted(self.sums)
-        means = torch.tensor([self.sums[k] / max(self.n, 1) for k in keys], dtype=torch.float64)
+        means = torch.tensor([float(self.sums[k]) / max(self.n, 1) for k in keys], dtype=torch.float64)
         means = all_reduce(means) / world
         return dict(zip(keys, means.tolist()))
 
