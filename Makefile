@@ -3,7 +3,6 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# CPU-only machines get PyTorch's CPU wheel (never the multi-GB CUDA build); a local wheel wins.
 TORCH_VERSION   ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 DIGITS := data/digits/manifest.json
@@ -12,12 +11,15 @@ DIGITS := data/digits/manifest.json
 
 setup: $(STAMP)
 
+# torch comes first and alone (--no-deps): a wheel already on this machine, else PyPI's CUDA build where
+# there is a GPU, else PyTorch's CPU build; the second pip call then resolves its dependencies and the
+# project's without ever replacing it.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	@if $(BIN)/pip install -q --no-index torch==$(TORCH_VERSION) 2>/dev/null; then echo "torch: local wheel"; \
-	elif command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q torch==$(TORCH_VERSION); \
-	else $(BIN)/pip install -q torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX); fi
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps --no-index torch==$(TORCH_VERSION) 2>/dev/null \
+	  || { command -v nvidia-smi >/dev/null 2>&1 && $(BIN)/pip install -q --no-deps torch==$(TORCH_VERSION); } \
+	  || $(BIN)/pip install -q --no-deps torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX)
+	$(BIN)/pip install -q torch==$(TORCH_VERSION) -e '.[dev]'
 	@touch $(STAMP)
 
 $(DIGITS): | $(STAMP)

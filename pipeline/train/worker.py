@@ -50,9 +50,8 @@ def _with_spectral_norm(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def build_parts(spec: JobSpec, regs: Regularization, device, wrap=None) -> GanParts:
-    """Models, optimizers and stateful regularizers. `wrap` puts a module under DDP (default: Ray
-    Train's prepare_model); the quality bench passes an identity to train in-process."""
+def build_networks(spec: JobSpec, regs: Regularization) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(G, D) as the job describes them, spectral norm applied where the job asks for it."""
     m = spec.model
     G, D = build_models(
         kind=m.kind, z_dim=m.z_dim, g_width=m.g_width, d_width=m.d_width,
@@ -61,6 +60,13 @@ def build_parts(spec: JobSpec, regs: Regularization, device, wrap=None) -> GanPa
     sn = regs.spectral_norm_targets()
     G = _with_spectral_norm(G) if "generator" in sn else G
     D = _with_spectral_norm(D) if "discriminator" in sn else D
+    return G, D
+
+
+def build_parts(spec: JobSpec, regs: Regularization, device, wrap=None) -> GanParts:
+    """Models, optimizers and stateful regularizers. `wrap` puts a module under DDP (default: Ray
+    Train's prepare_model); the quality bench passes an identity to train in-process."""
+    G, D = build_networks(spec, regs)
     ema_spec = regs.get("ema")
     ema = EMA(G, beta=ema_spec.beta, half_life_images=ema_spec.half_life_images, rampup=ema_spec.rampup) if ema_spec else None
     if ema is not None:
@@ -171,7 +177,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if logger is not None:
                 logger.log_metrics(metrics, step=done)
             if progress is not None and rank == 0:
-                progress.put_nowait({"step": done, **metrics})
+                _show_progress(progress, {"step": done, **metrics})
             window = _Window()
         if logger is not None and (done % t.sample_every == 0 or done == t.steps):
             logger.log_png(_sample_grid(parts, fixed_z), f"samples/step_{done:07d}.png")
@@ -183,6 +189,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             _report(parts, done, samples_seen, batches, spec, rank, scores)
     if logger is not None:
         logger.close()
+
+
+def _show_progress(queue, item: dict) -> None:
+    """Best effort: a full queue or a gone driver (the run continues under Ray) must not stop training."""
+    try:
+        queue.put_nowait(item)
+    except Exception:
+        pass
 
 
 def _rank0_logger(config: dict[str, Any]):

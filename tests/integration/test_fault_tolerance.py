@@ -3,18 +3,13 @@ from the last checkpoint, finishes, and no checkpoint, sample count or registere
 import json
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.data.pack import pack
-from pipeline.spec import load_job
-from pipeline.train.launch import train
+from tests.support import BackgroundTraining, short_job
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
@@ -49,34 +44,19 @@ def _registered_step(snapshot: Path) -> int | None:
 
 
 def test_killed_worker_resumes_from_checkpoint(tmp_path, ray_local):
-    pack("digits", str(tmp_path / "digits"), shard_size=500, resolution=32, progress=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     steps, batch = 300, 8  # long enough (~15 s) that the kill lands mid-run
-    spec = load_job(REPO / "jobs/quickstart.yaml", [
-        f"data.root={tmp_path / 'digits'}", "data.shuffle_buffer=32",
-        f"train.steps={steps}", f"train.global_batch={batch}", "train.log_every=10",
-        "train.sample_every=1000", "train.checkpoint_every=20",
-        f"checkpoint.storage_path={tmp_path / 'ray_results'}", f"tracking.tracking_uri={uri}",
-        "tracking.registered_model=gan-ft", "eval=null",
-    ])
-    box = {}
-    runner = threading.Thread(target=lambda: box.update(out=train(spec, run_name="ft", show_progress=False)))
-    runner.start()
-    run_dir = tmp_path / "ray_results" / "ft"
-    deadline = time.time() + 240
+    spec = short_job(tmp_path, steps=steps, batch=batch, tracking_uri=uri, registered_model="gan-ft",
+                     overrides=["train.sample_every=1000", "train.checkpoint_every=20"])
+    run = BackgroundTraining(spec, "ft")
     # Kill once the controller has registered a checkpoint (its snapshot file names it): a checkpoint
     # folder alone may not be registered yet, and a restart would then rightly begin from step 0.
-    registered = None
-    while registered is None and time.time() < deadline and runner.is_alive():
-        registered = _registered_step(run_dir / "checkpoint_manager_snapshot.json")
-        time.sleep(0.05)
+    registered = run.wait_until(lambda: _registered_step(run.run_dir / "checkpoint_manager_snapshot.json"))
     assert registered is not None and registered < steps, "no checkpoint registered before the end"
     victims = _train_worker_pids()
     assert victims, "no Ray Train worker process found to kill"
     os.kill(victims[-1], signal.SIGKILL)
-    runner.join(timeout=400)
-    assert "out" in box, "training did not finish after the worker was killed"
-    out = box["out"]
+    out = run.finish()
 
     client = MlflowClient(tracking_uri=uri)
     resumed = client.get_metric_history(out.run_id, "train/resumed_from_step")

@@ -4,45 +4,27 @@ aliased and loadable by alias over HTTP."""
 import json
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.data.pack import pack
-from pipeline.spec import load_job
-from pipeline.train.launch import train
+from tests.support import BackgroundTraining, short_job
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
 def test_training_survives_a_tracking_server_outage(tmp_path, mlflow_server, ray_local):
-    pack("digits", str(tmp_path / "digits"), shard_size=500, resolution=32, progress=False)
-    steps, batch = 300, 8
-    spec = load_job(REPO / "jobs/quickstart.yaml", [
-        f"data.root={tmp_path / 'digits'}", "data.shuffle_buffer=32",
-        f"train.steps={steps}", f"train.global_batch={batch}", "train.log_every=10",
-        "train.sample_every=100", "train.checkpoint_every=50",
-        f"checkpoint.storage_path={tmp_path / 'ray_results'}", f"tracking.tracking_uri={mlflow_server.uri}",
-        "tracking.registered_model=gan-served", "eval=null",
-    ])
-    box = {}
-    runner = threading.Thread(target=lambda: box.update(out=train(spec, run_name="outage", show_progress=False)))
-    runner.start()
-    run_dir = tmp_path / "ray_results" / "outage"
-    deadline = time.time() + 240
-    while not list(run_dir.glob("checkpoint_*")) and time.time() < deadline and runner.is_alive():
-        time.sleep(0.05)
+    steps = 300
+    spec = short_job(tmp_path, steps=steps, batch=8, tracking_uri=mlflow_server.uri, registered_model="gan-served",
+                     overrides=["train.sample_every=100", "train.checkpoint_every=50"])
+    run = BackgroundTraining(spec, "outage")
+    assert run.wait_until(lambda: list(run.run_dir.glob("checkpoint_*"))), "no checkpoint before the end"
     mlflow_server.stop()  # outage: the server process is gone
     time.sleep(5)
-    assert runner.is_alive(), "training ended during the outage"
+    assert run.running, "training ended during the outage"
     mlflow_server.start()
-    runner.join(timeout=600)
-    assert "out" in box, "training did not finish"
-    out = box["out"]
+    out = run.finish()
 
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     run = client.get_run(out.run_id)
