@@ -57,13 +57,14 @@ def train(
         return
     from ray.train import TrainingFailedError
 
+    from pipeline.train.launch import SchedulingError
     from pipeline.train.launch import train as run_training
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # the progress bar and summary say it all
 
     try:
         out = run_training(spec, run_name=name, tracking_uri=tracking_uri, show_progress=progress)
-    except DataError as e:
+    except (DataError, SchedulingError) as e:
         _fail(str(e))
     except TrainingFailedError as e:  # the workers' own traceback is in the message; ours adds nothing
         _fail(f"training failed: {e}")

@@ -8,6 +8,8 @@ torch.set_num_threads(1)
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+WORKER_GROUP_START_TIMEOUT_S = 45
+
 _FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing-secret",
@@ -38,6 +40,9 @@ def ray_local(fake_aws_env):
     Started after fake_aws_env so its workers inherit test credentials for the local S3 endpoint."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024**2)
+    # The worker-group start timeout reaches the Train controller through the job's runtime env, as
+    # ganpipe's own ray.init sets it; 45 s is ample for 2 local workers, short for the scaling test.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024**2,
+             runtime_env={"env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(WORKER_GROUP_START_TIMEOUT_S)}})
     yield ray
     ray.shutdown()

@@ -20,6 +20,10 @@ from pipeline.spec import JobSpec
 log = logging.getLogger(__name__)
 
 
+class SchedulingError(RuntimeError):
+    """The cluster cannot hold the job's worker group."""
+
+
 @dataclass
 class TrainOutcome:
     run_id: str
@@ -125,18 +129,29 @@ def train(spec: JobSpec, *, run_name: str | None = None, tracking_uri: str | Non
     worker_config = {"spec": spec.model_dump(mode="json"), "tracking_uri": tracking_uri, "run_id": run_id, "manifest_sha256": manifest_sha}
     try:
         result = _fit(spec, worker_config, run_name=run_name, storage_path=storage_path, fs=fs, show_progress=show_progress)
-    except BaseException:
+    except BaseException as e:
         _end_run(tracking_uri, run_id, "FAILED")
+        if (shortfall := _unschedulable(spec)) is not None:
+            raise SchedulingError(shortfall) from e
         raise
-    from pipeline.train.export import generator_from_checkpoint
-    from pipeline.tracking.registry import log_generator, register
+    version, champion, model_uri = _publish(result, spec, run_id=run_id, tracking_uri=tracking_uri, manifest_sha=manifest_sha)
+    _end_run(tracking_uri, run_id, "FINISHED")
+    return TrainOutcome(run_id, run_name, tracking_uri, result.checkpoint.path, version, champion, model_uri)
 
+
+def _publish(result, spec: JobSpec, *, run_id: str, tracking_uri: str, manifest_sha: str) -> tuple[str, bool, str]:
+    """Log the final checkpoint's (EMA) generator into the run and register it with its tags.
+    The checkpoint is already safe in storage, so an MLflow outage here is waited out, not fatal."""
+    from pipeline.tracking.registry import log_generator, register
     from pipeline.tracking.retry import with_retries
+    from pipeline.train.export import generator_from_checkpoint
 
     with result.checkpoint.as_directory() as d:
         generator, meta = generator_from_checkpoint(d, spec)
-    # The checkpoint is safe in storage; an MLflow outage now is waited out, not allowed to lose the model.
-    model_uri = with_retries(lambda: log_generator(generator, z_dim=spec.model.z_dim, run_id=run_id, tracking_uri=tracking_uri), what="logging the generator to MLflow")
+    model_uri = with_retries(
+        lambda: log_generator(generator, z_dim=spec.model.z_dim, run_id=run_id, tracking_uri=tracking_uri),
+        what="logging the generator to MLflow",
+    )
     tags = {
         "z_dim": spec.model.z_dim,
         "resolution": spec.data.resolution,
@@ -148,9 +163,30 @@ def train(spec: JobSpec, *, run_name: str | None = None, tracking_uri: str | Non
     }
     if "eval/fd" in result.metrics:  # the final score, computed by rank 0 on the EMA generator
         tags.update({"fd": f"{result.metrics['eval/fd']:.6g}", "kid": f"{result.metrics['eval/kid']:.6g}", "fd_extractor": spec.eval.extractor})
-    version, champion = with_retries(lambda: register(model_uri, name=spec.tracking.registered_model, tags=tags, tracking_uri=tracking_uri), what="registering the generator")
-    _end_run(tracking_uri, run_id, "FINISHED")
-    return TrainOutcome(run_id, run_name, tracking_uri, result.checkpoint.path, version, champion, model_uri)
+    version, champion = with_retries(
+        lambda: register(model_uri, name=spec.tracking.registered_model, tags=tags, tracking_uri=tracking_uri),
+        what="registering the generator",
+    )
+    return version, champion, model_uri
+
+
+def _unschedulable(spec: JobSpec) -> str | None:
+    """Why the worker group cannot fit in the cluster as it is, or None when it can."""
+    import ray
+
+    s = spec.scaling
+    per_worker = dict(s.resources_per_worker)
+    if s.use_gpu:
+        per_worker.setdefault("GPU", 1)
+    have = ray.cluster_resources()
+    short = {k: v * s.num_workers for k, v in per_worker.items() if v * s.num_workers > have.get(k, 0)}
+    if not short:
+        return None
+    has = {k: have.get(k, 0) for k in short}
+    return (
+        f"scaling: {s.num_workers} workers × {per_worker} need {short}, the Ray cluster has {has}; lower "
+        f"scaling.num_workers or scaling.resources_per_worker, or add nodes (waited {s.start_timeout_s:.0f} s)"
+    )
 
 
 def _end_run(tracking_uri: str, run_id: str, status: str) -> None:
@@ -181,7 +217,9 @@ def _fit(spec: JobSpec, worker_config: dict, *, run_name, storage_path, fs, show
             name=run_name,
             storage_path=storage_path,
             storage_filesystem=fs,
-            failure_config=FailureConfig(max_failures=s.max_failures, controller_failure_limit=1),
+            # Worker deaths are retried from the last checkpoint; a worker group that cannot be placed
+            # (start timeout) fails the controller at once, and train() explains the shortfall.
+            failure_config=FailureConfig(max_failures=s.max_failures, controller_failure_limit=0),
             # Rank 0 buffers metrics through an MLflow outage (RunLogger), so its client should fail
             # fast rather than block a training step in MLflow's default ~2-minute retry loop.
             worker_runtime_env={"env_vars": {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}},
