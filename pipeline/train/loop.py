@@ -110,9 +110,9 @@ class GanStep:
 
     def d_main(self, step: int, real: Tensor, z: Tensor, stats: dict) -> Tensor:
         with torch.no_grad(), self.autocast():
-            fake = unwrap(self.p.G)(z).float()
+            fake = unwrap(self.p.G)(z).to(real.dtype)  # back from bf16 when autocasting
         with self.autocast():
-            logits = self._d(torch.cat([real, fake])).float()
+            logits = self._d(torch.cat([real, fake])).to(real.dtype)
         real_logits, fake_logits = logits[: len(real)], logits[len(real):]
         adv = d_loss(self.loss, real_logits, fake_logits)
         loss = adv
@@ -172,7 +172,7 @@ class GanStep:
         stats[f"reg/{r.kind}"] = pen.detach()
         stats[f"reg/{r.kind}_weight"] = w
         # `logits * 0`: puts every D parameter in the graph so DDP's buckets all fire (penalties.py).
-        return pen.float() * (scale * gain) + logits.float().sum() * 0
+        return pen.to(real.dtype) * (scale * gain) + logits.to(real.dtype).sum() * 0
 
     def g_main(self, step: int, z: Tensor, stats: dict) -> None:
         d_plain = unwrap(self.p.D)
@@ -180,7 +180,7 @@ class GanStep:
         try:
             with self.autocast():
                 fake = self.p.G(z)
-                logits = d_plain(self.augment(fake)).float()
+                logits = d_plain(self.augment(fake)).to(z.dtype)
             adv = g_loss(self.loss, logits)
             penalty, logged = self.regs.weight_penalty("generator", unwrap(self.p.G), step)
             loss = adv + penalty

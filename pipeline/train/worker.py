@@ -262,10 +262,12 @@ def _report(parts: GanParts, step: int, samples_seen: int, batches, spec: JobSpe
 
 
 class _Window:
-    """Running sums of step stats between two log steps (tensors stay on device until then)."""
+    """Running sums of step stats between two log steps (tensors stay on device until then). Means are
+    per key over the steps that produced it: a lazy penalty seen every 16th step averages its own values."""
 
     def __init__(self):
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
         self.n = 0
         self.t0 = time.perf_counter()
 
@@ -274,10 +276,11 @@ class _Window:
         self.n += 1
         for k, v in stats.items():
             self.sums[k] = self.sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else float(v))
+            self.counts[k] = self.counts.get(k, 0) + 1
 
     def reduce(self, all_reduce, world: int) -> dict[str, float]:
         keys = sorted(self.sums)
-        means = torch.tensor([float(self.sums[k]) / max(self.n, 1) for k in keys], dtype=torch.float64)
+        means = torch.tensor([float(self.sums[k]) / self.counts[k] for k in keys], dtype=torch.float64)
         means = all_reduce(means) / world
         return dict(zip(keys, means.tolist()))
 
