@@ -17,15 +17,9 @@ console = Console(soft_wrap=True)  # paths and URIs stay on one line, copy-pasta
 err = Console(stderr=True)
 
 
-def _mount_data() -> None:
-    try:
-        from pipeline.data.cli import data_app
-    except ImportError:  # data CLI not built yet
-        return
-    app.add_typer(data_app, name="data", help="Pack, list and verify WebDataset shards (local folder or s3://).")
+from pipeline.data.cli import data_app  # noqa: E402  (after the MLflow log level is set)
 
-
-_mount_data()
+app.add_typer(data_app, name="data", help="Pack, list and verify WebDataset shards (local folder or s3://).")
 
 
 def _fail(message: str) -> None:

@@ -73,6 +73,9 @@ def _flat(prefix: str, value, out: dict) -> dict:
 
 
 def open_run(spec: JobSpec, *, tracking_uri: str, run_name: str, manifest_sha: str) -> str:
+    """Create the MLflow run (before any worker starts): tags, the resolved spec as params and as
+    `job.yaml`. Workers log into it by id; the driver registers the generator from it at the end."""
+    from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -80,8 +83,6 @@ def open_run(spec: JobSpec, *, tracking_uri: str, run_name: str, manifest_sha: s
     exp_id = exp.experiment_id if exp else client.create_experiment(spec.tracking.experiment)
     run = client.create_run(exp_id, run_name=run_name, tags={"job": spec.name, "data_manifest_sha256": manifest_sha, "spec_sha256": spec.sha256()})
     resolved = spec.model_dump(mode="json")
-    from mlflow.entities import Param
-
     params = [Param(k, str(v)) for k, v in _flat("", resolved, {}).items()]
     for i in range(0, len(params), 100):  # MLflow's per-batch cap on params
         client.log_batch(run.info.run_id, params=params[i : i + 100])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import queue as std_queue
+import time
 from typing import Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -10,8 +11,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 def follow(progress_queue, *, total: int, alive: Callable[[], bool], enabled: bool = True) -> None:
     if not enabled or progress_queue is None:
         while alive():
-            import time
-
             time.sleep(0.5)
         return
     columns = (

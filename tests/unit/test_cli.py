@@ -41,6 +41,6 @@ def test_bad_spec_fails_before_ray_naming_field_and_allowed_values(tmp_path, no_
 
 
 def test_every_verb_has_help():
-    for verb in (["train"], ["sample"], []):
+    for verb in (["train"], ["sample"], ["eval"], ["data"], ["data", "pack"], ["data", "ls"], ["data", "verify"], []):
         res = runner.invoke(app, verb + ["--help"])
         assert res.exit_code == 0 and "Usage" in res.output
