@@ -45,7 +45,7 @@ def _registered_step(snapshot: Path) -> int | None:
 
 def test_killed_worker_resumes_from_checkpoint(tmp_path, ray_local):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    steps, batch = 300, 8  # long enough (~15 s) that the kill lands mid-run
+    steps, batch = 400, 8  # long enough (~20 s) that the kill lands mid-run
     spec = short_job(tmp_path, steps=steps, batch=batch, tracking_uri=uri, registered_model="gan-ft",
                      overrides=["train.sample_every=1000", "train.checkpoint_every=20"])
     run = BackgroundTraining(spec, "ft")

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_training_survives_a_tracking_server_outage(tmp_path, mlflow_server, ray_local):
-    steps = 300
+    steps = 600  # long enough that the run is still going after a 5 s outage on a fast machine
     spec = short_job(tmp_path, steps=steps, batch=8, tracking_uri=mlflow_server.uri, registered_model="gan-served",
                      overrides=["train.sample_every=100", "train.checkpoint_every=50"])
     run = BackgroundTraining(spec, "outage")
