@@ -11,7 +11,7 @@ from torch import Tensor
 from pipeline.data.config import DataSpec
 from pipeline.data.errors import CorruptSampleError
 from pipeline.data.manifest import load_manifest, shard_urls
-from pipeline.data.reader import decode, iter_shard
+from pipeline.data.reader import CorruptPolicy, decode, iter_shard
 from pipeline.eval.config import EvalSpec
 from pipeline.eval.evaluate import evaluate
 
@@ -22,14 +22,15 @@ def read_real_images(data: DataSpec, limit: int = MAX_REAL) -> tuple[Tensor, Ten
     """Up to `limit` (images (N,3,R,R) in [-1,1], labels (N,)) in manifest order; corrupt samples follow
     the data spec's policy."""
     manifest, _ = load_manifest(data.root, data.endpoint_url)
+    # The training stream's own policy: `skip` honours max_corrupt_fraction here too.
+    policy = CorruptPolicy(data.on_corrupt, data.max_corrupt_fraction, manifest["num_samples"])
     images, labels = [], []
     for url in shard_urls(data, manifest):
         for raw in iter_shard(url, endpoint_url=data.endpoint_url):
             try:
                 array, label = decode(raw, data.resolution)
-            except CorruptSampleError:
-                if data.on_corrupt == "fail":
-                    raise
+            except CorruptSampleError as e:
+                policy.handle(e)
                 continue
             images.append(array)
             labels.append(label)

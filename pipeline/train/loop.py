@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from pipeline.gan.augment import augment_with_probability, diff_augment
+from pipeline.gan.lecam import lecam_penalty
 from pipeline.gan.losses import d_loss, g_loss
 from pipeline.gan.penalties import r1_penalty, r2_penalty, wgan_gp_penalty
 from pipeline.train.regularization import Regularization, strength
@@ -65,6 +67,9 @@ class GanStep:
         self.generator = generator  # per-rank randomness of augmentation and WGAN-GP's ε
         self.every = regs.lazy_every
         self.rank, self.seed = rank, seed
+        # Resolved once, not per step: which augmentation (if any) every image D sees goes through.
+        self._diffaugment, self._ada = regs.get("diffaugment"), regs.get("adaptive_augment")
+        self._lecam = regs.get("lecam")
 
     def _global_draw(self, step: int, stream: int, n: int, *shape: int, normal: bool) -> Tensor:
         """This rank's slice of random numbers drawn for the whole global batch, seeded by (seed, step,
@@ -77,15 +82,10 @@ class GanStep:
 
     # -- augmentation, applied to every image D sees (reals and fakes alike) --------------------------
     def augment(self, x: Tensor) -> Tensor:
-        diff, ada = self.regs.get("diffaugment"), self.regs.get("adaptive_augment")
-        if diff is not None:
-            from pipeline.gan.augment import diff_augment
-
-            return diff_augment(x, diff.policies, generator=self.generator)
-        if ada is not None and self.p.ada is not None:
-            from pipeline.gan.augment import augment_with_probability
-
-            return augment_with_probability(x, self.p.ada.p, ada.policies, generator=self.generator)
+        if self._diffaugment is not None:
+            return diff_augment(x, self._diffaugment.policies, generator=self.generator)
+        if self._ada is not None and self.p.ada is not None:
+            return augment_with_probability(x, self.p.ada.p, self._ada.policies, generator=self.generator)
         return x
 
     def _d(self, x: Tensor) -> Tensor:
@@ -119,10 +119,8 @@ class GanStep:
         penalty, logged = self.regs.weight_penalty("discriminator", unwrap(self.p.D), step)
         loss = loss + penalty
         stats.update(logged)
-        lecam = self.regs.get("lecam")
+        lecam = self._lecam
         if lecam is not None and self.p.lecam is not None:
-            from pipeline.gan.lecam import lecam_penalty
-
             self.p.lecam.update(real_logits.detach(), fake_logits.detach(), all_reduce=self.all_reduce)
             w = strength(lecam.weight, step)
             lc = lecam_penalty(real_logits, fake_logits, self.p.lecam.anchor_real, self.p.lecam.anchor_fake)

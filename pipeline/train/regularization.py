@@ -5,7 +5,7 @@ penalties on D, at what strength, now?" and never looks at a `kind` itself.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import Tensor, nn
@@ -35,14 +35,14 @@ def _hits(target: str, net: str) -> bool:
 @dataclass(frozen=True)
 class Regularization:
     entries: tuple = ()
-    by_kind: dict = field(default_factory=dict)
 
     @classmethod
     def from_specs(cls, regs: tuple) -> "Regularization":
-        return cls(entries=tuple(regs), by_kind={r.kind: r for r in regs})
+        return cls(entries=tuple(regs))
 
     def get(self, kind: str):
-        return self.by_kind.get(kind)
+        """The entry of a single-instance kind (ema, lecam, augmentations...), or None."""
+        return next((r for r in self.entries if r.kind == kind), None)
 
     def weight_penalty(self, net: str, module: nn.Module, step: int) -> tuple[Tensor | float, dict[str, float]]:
         """Σ λ_i(step)·penalty_i(module) over entries aimed at `net` ("generator" | "discriminator")."""

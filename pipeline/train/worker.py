@@ -20,7 +20,9 @@ from ray.train import Checkpoint
 
 from pipeline.data.stream import make_batches
 from pipeline.eval.grid import grid_png
+from pipeline.gan.augment import AdaController
 from pipeline.gan.ema import EMA
+from pipeline.gan.lecam import LeCamAnchors
 from pipeline.gan.models import build_models
 from pipeline.gan.penalties import lazy_adam
 from pipeline.spec import JobSpec
@@ -80,13 +82,9 @@ def build_parts(spec: JobSpec, regs: Regularization, device, wrap=None) -> GanPa
     d_lr, d_betas = lazy_adam(d_adam.lr, d_adam.betas, regs.lazy_every)
     ada = None
     if (a := regs.get("adaptive_augment")) is not None:
-        from pipeline.gan.augment import AdaController
-
         ada = AdaController(target=a.rt_target, adjust_images=a.adjust_images, interval=a.interval)
     lecam = None
     if (lc := regs.get("lecam")) is not None:
-        from pipeline.gan.lecam import LeCamAnchors
-
         lecam = LeCamAnchors(decay=lc.decay)
     return GanParts(
         G=G,

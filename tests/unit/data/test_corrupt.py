@@ -117,3 +117,16 @@ def test_truncated_shard_fails_or_counts_its_missing_samples(truncated_root):
     stream = make_batches(skip, rank=0, world_size=1, batch_size=5, seed=0, with_keys=True)
     keys = everything(stream, 10)
     assert len(keys) == 50 and stream.stats()["corrupt_skipped"] == 8  # 16 in the manifest, 8 readable
+
+
+def test_evaluation_reader_follows_the_same_policy(corrupt_root):
+    """FD's real images are read with the training stream's corrupt-sample policy and budget."""
+    from pipeline.eval.scorer import read_real_images
+
+    root, bad_key = corrupt_root
+    with pytest.raises(CorruptSampleError, match=bad_key):
+        read_real_images(DataSpec(root=root, resolution=8, on_corrupt="fail"))
+    with pytest.raises(DataError, match="exceed max_corrupt_fraction"):
+        read_real_images(DataSpec(root=root, resolution=8, on_corrupt="skip", max_corrupt_fraction=0.01))
+    images, labels = read_real_images(DataSpec(root=root, resolution=8, on_corrupt="skip", max_corrupt_fraction=0.1))
+    assert images.shape == (49, 3, 8, 8) and len(labels) == 49  # 50 samples, the corrupt one skipped
