@@ -10,7 +10,7 @@ def load_generator(model_uri: str, tracking_uri: str | None = None) -> tuple[obj
     """(generator, z_dim): z_dim comes from the logged signature, (-1, z_dim) float32."""
     import mlflow
 
-    from pipeline.train.launch import resolve_tracking_uri
+    from pipeline.tracking.run import resolve_tracking_uri
 
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     z_dim = mlflow.models.get_model_info(model_uri).signature.inputs.inputs[0].shape[-1]

@@ -15,8 +15,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from torch import nn
 
+from pipeline.tracking.names import CHAMPION, RUN_ID
+
 log = logging.getLogger(__name__)
-CHAMPION = "champion"
 
 
 def log_generator(generator: nn.Module, *, z_dim: int, run_id: str, tracking_uri: str) -> str:
@@ -43,7 +44,7 @@ def register(model_uri: str, *, name: str, tags: dict[str, str], tracking_uri: s
     """
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
-    mv = _already_registered(client, name, tags.get("run_id"), model_uri)  # a retry after a partial success
+    mv = _already_registered(client, name, tags.get(RUN_ID), model_uri)  # a retry after a partial success
     if mv is None:
         mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
     try:
@@ -61,4 +62,4 @@ def _already_registered(client: MlflowClient, name: str, run_id: str | None, mod
         versions = client.search_model_versions(f"name='{name}'")
     except MlflowException:  # no such registered model yet
         return None
-    return next((v for v in versions if v.tags.get("run_id") == run_id and v.source == model_uri), None)
+    return next((v for v in versions if v.tags.get(RUN_ID) == run_id and v.source == model_uri), None)

@@ -4,7 +4,6 @@ Everything that can fail cheaply (spec, shards, tracking store) fails here, befo
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -13,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
-
 from pipeline.spec import JobSpec
+from pipeline.tracking import names
+from pipeline.tracking.run import end_run, open_run, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +34,6 @@ class TrainOutcome:
     model_uri: str | None
 
 
-def resolve_tracking_uri(spec_uri: str | None) -> str:
-    """Spec, then $MLFLOW_TRACKING_URI, then a SQLite file in the working folder (made absolute,
-    because Ray workers do not share the driver's working directory)."""
-    uri = spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
-    return uri
-
-
 def storage(spec: JobSpec) -> tuple[str, object | None]:
     """(storage_path, pyarrow filesystem or None) for Ray Train's RunConfig."""
     path, endpoint = spec.checkpoint.storage_path, spec.checkpoint.endpoint_url
@@ -58,36 +48,6 @@ def storage(spec: JobSpec) -> tuple[str, object | None]:
     parts = urlsplit(endpoint)
     fs = pyarrow.fs.S3FileSystem(endpoint_override=parts.netloc, scheme=parts.scheme or "https")
     return path.removeprefix("s3://"), fs
-
-
-def _flat(prefix: str, value, out: dict) -> dict:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flat(f"{prefix}.{k}" if prefix else k, v, out)
-    elif isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list)) for v in value):
-        for i, v in enumerate(value):
-            _flat(f"{prefix}.{i}", v, out)
-    else:
-        out[prefix] = json.dumps(value) if isinstance(value, (list, tuple)) else value
-    return out
-
-
-def open_run(spec: JobSpec, *, tracking_uri: str, run_name: str, manifest_sha: str) -> str:
-    """Create the MLflow run (before any worker starts): tags, the resolved spec as params and as
-    `job.yaml`. Workers log into it by id; the driver registers the generator from it at the end."""
-    from mlflow.entities import Param
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(spec.tracking.experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(spec.tracking.experiment)
-    run = client.create_run(exp_id, run_name=run_name, tags={"job": spec.name, "data_manifest_sha256": manifest_sha, "spec_sha256": spec.sha256()})
-    resolved = spec.model_dump(mode="json")
-    params = [Param(k, str(v)) for k, v in _flat("", resolved, {}).items()]
-    for i in range(0, len(params), 100):  # MLflow's per-batch cap on params
-        client.log_batch(run.info.run_id, params=params[i : i + 100])
-    client.log_text(run.info.run_id, yaml.safe_dump(resolved, sort_keys=False), "job.yaml")
-    return run.info.run_id
 
 
 def _init_ray(start_timeout_s: float) -> None:
@@ -124,19 +84,23 @@ def train(spec: JobSpec, *, run_name: str | None = None, tracking_uri: str | Non
     tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri)
     # Unique by default: Ray resumes a (storage_path, name) pair even after success.
     run_name = run_name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_id = open_run(spec, tracking_uri=tracking_uri, run_name=run_name, manifest_sha=manifest_sha)
+    run_id = open_run(
+        tracking_uri=tracking_uri, experiment=spec.tracking.experiment, run_name=run_name,
+        tags={names.JOB: spec.name, names.DATA_SHA256: manifest_sha, names.SPEC_SHA256: spec.sha256()},
+        resolved_spec=spec.model_dump(mode="json"),
+    )
     storage_path, fs = storage(spec)
     _init_ray(spec.scaling.start_timeout_s)
     worker_config = {"spec": spec.model_dump(mode="json"), "tracking_uri": tracking_uri, "run_id": run_id, "manifest_sha256": manifest_sha}
     try:
         result = _fit(spec, worker_config, run_name=run_name, storage_path=storage_path, fs=fs, show_progress=show_progress)
     except BaseException as e:
-        _end_run(tracking_uri, run_id, "FAILED")
+        end_run(tracking_uri, run_id, "FAILED")
         if (shortfall := _unschedulable(spec)) is not None:
             raise SchedulingError(shortfall) from e
         raise
     version, champion, model_uri = _publish(result, spec, run_id=run_id, tracking_uri=tracking_uri, manifest_sha=manifest_sha)
-    _end_run(tracking_uri, run_id, "FINISHED")
+    end_run(tracking_uri, run_id, "FINISHED")
     return TrainOutcome(run_id, run_name, tracking_uri, result.checkpoint.path, version, champion, model_uri)
 
 
@@ -154,16 +118,20 @@ def _publish(result, spec: JobSpec, *, run_id: str, tracking_uri: str, manifest_
         what="logging the generator to MLflow",
     )
     tags = {
-        "z_dim": spec.model.z_dim,
-        "resolution": spec.data.resolution,
-        "job": spec.name,
-        "steps": meta["step"],
-        "spec_sha256": spec.sha256(),
-        "data_manifest_sha256": manifest_sha,
-        "run_id": run_id,
+        names.Z_DIM: spec.model.z_dim,
+        names.RESOLUTION: spec.data.resolution,
+        names.JOB: spec.name,
+        names.STEPS: meta["step"],
+        names.SPEC_SHA256: spec.sha256(),
+        names.DATA_SHA256: manifest_sha,
+        names.RUN_ID: run_id,
     }
-    if "eval/fd" in result.metrics:  # the final score, computed by rank 0 on the EMA generator
-        tags.update({"fd": f"{result.metrics['eval/fd']:.6g}", "kid": f"{result.metrics['eval/kid']:.6g}", "fd_extractor": spec.eval.extractor})
+    if names.EVAL_FD in result.metrics:  # the final score, computed by rank 0 on the EMA generator
+        tags.update({
+            names.FD: f"{result.metrics[names.EVAL_FD]:.6g}",
+            names.KID: f"{result.metrics[names.EVAL_KID]:.6g}",
+            names.FD_EXTRACTOR: spec.eval.extractor,
+        })
     version, champion = with_retries(
         lambda: register(model_uri, name=spec.tracking.registered_model, tags=tags, tracking_uri=tracking_uri),
         what="registering the generator",
@@ -188,15 +156,6 @@ def _unschedulable(spec: JobSpec) -> str | None:
         f"scaling: {s.num_workers} workers × {per_worker} need {short}, the Ray cluster has {has}; lower "
         f"scaling.num_workers or scaling.resources_per_worker, or add nodes (waited {s.start_timeout_s:.0f} s)"
     )
-
-
-def _end_run(tracking_uri: str, run_id: str, status: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    try:
-        MlflowClient(tracking_uri=tracking_uri).set_terminated(run_id, status)
-    except Exception as e:  # the outcome is already in the checkpoint; say so and go on
-        log.warning("could not mark MLflow run %s %s: %s", run_id, status, e)
 
 
 def _fit(spec: JobSpec, worker_config: dict, *, run_name, storage_path, fs, show_progress):

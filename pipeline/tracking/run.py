@@ -1,0 +1,65 @@
+"""The MLflow run's lifecycle, as the driver sees it: where the tracking store is, opening the run
+(tags, the resolved spec as params and as `job.yaml`), and ending it with a status.
+
+Workers never open runs: rank 0 logs into this one by id (run_logger.py).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The given URI, then $MLFLOW_TRACKING_URI, then a SQLite file in the working folder (made
+    absolute, because Ray workers do not share the driver's working directory)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
+def flatten_params(prefix: str, value, out: dict) -> dict:
+    """A nested spec as MLflow params: `optim.d.lr`, lists of sections indexed (`regularization.0.kind`)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            flatten_params(f"{prefix}.{k}" if prefix else k, v, out)
+    elif isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list)) for v in value):
+        for i, v in enumerate(value):
+            flatten_params(f"{prefix}.{i}", v, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def open_run(*, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str], resolved_spec: dict) -> str:
+    """Create the run before any worker starts: tags, the resolved spec as params and as `job.yaml`.
+    Returns its id; workers log into it, the driver registers the generator from it at the end."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+    params = [Param(k, str(v)) for k, v in flatten_params("", resolved_spec, {}).items()]
+    for i in range(0, len(params), 100):  # MLflow's per-batch cap on params
+        client.log_batch(run.info.run_id, params=params[i : i + 100])
+    client.log_text(run.info.run_id, yaml.safe_dump(resolved_spec, sort_keys=False), "job.yaml")
+    return run.info.run_id
+
+
+def end_run(tracking_uri: str, run_id: str, status: str) -> None:
+    """Mark the run FINISHED, FAILED or KILLED; an unreachable server is logged, not raised (the
+    outcome is already in the checkpoint)."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=tracking_uri).set_terminated(run_id, status)
+    except Exception as e:
+        log.warning("could not mark MLflow run %s %s: %s", run_id, status, e)
