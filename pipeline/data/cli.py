@@ -1,4 +1,4 @@
-"""`ganpipe data ...`: pack, ls, verify. Mounted by the root CLI as `app.add_typer(data_app, name="data")`.
+"""`ganpipe data ...`: pack, index, ls, verify. Mounted by the root CLI as `app.add_typer(data_app, name="data")`.
 
 Exit codes: 0 success; 1 verify found differences; 2 the command could not run (bad source,
 missing manifest, unreachable store).
@@ -15,7 +15,9 @@ from rich.table import Table
 
 from pipeline.data.errors import DataError
 
-data_app = typer.Typer(help="Pack images into WebDataset shards, list them, verify them.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Pack images into WebDataset shards, index shards you already have, list them, verify them.", no_args_is_help=True
+)
 console = Console(soft_wrap=True)  # long URLs and hashes stay on one line for scripts
 err = Console(stderr=True, soft_wrap=True)
 
@@ -60,6 +62,60 @@ def pack(
     )
 
 
+@data_app.command()
+def index(
+    shards: str = typer.Argument(
+        ..., help="Brace pattern (s3://bucket/laion/{00000..00999}.tar), s3:// prefix or local folder (every .tar under it)."
+    ),
+    out: Optional[str] = typer.Option(None, "--out", help="Where manifest.json goes (folder or s3://); default: next to the shards."),
+    image_key: str = typer.Option("auto", "--image-key", help="Member holding the image; auto: the first of jpg, jpeg, png, webp."),
+    label_key: str = typer.Option("auto", "--label-key", help="cls, json.<field> (e.g. json.label) or none; auto: cls when present."),
+    parallel: int = typer.Option(8, "--parallel", min=1, help="Shards read at once."),
+    cache_dir: str = typer.Option("~/.cache/ganpipe", "--cache-dir", help="Where the resume state of an interrupted index is kept."),
+    endpoint_url: Optional[str] = EndpointOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Index shards you already have (img2dataset, webdataset's ShardWriter, ...) for training.
+
+    Reads every shard once, streaming and in parallel, and writes manifest.json: per shard its samples, bytes, sha256, image and label members, image sizes.
+    A rerun after an interruption does not read the shards already indexed. Exit 2 naming every missing or unreadable shard.
+    """
+    from pipeline.data.index import index as run_index
+
+    progress = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=quiet, console=err)
+    with progress:
+        task = progress.add_task("shards", total=None)
+        try:
+            report = run_index(
+                shards, out=out, endpoint_url=endpoint_url, image_key=image_key, label_key=label_key, parallel=parallel,
+                cache_dir=cache_dir, on_listed=lambda n: progress.update(task, total=n),
+                on_shard=lambda _name, _reused: progress.advance(task),
+            )
+        except (DataError, OSError) as exc:
+            _fail(str(exc))
+    m = report.manifest
+    low, high = m["image_sizes"]["shorter_side"]
+    sides = f"shorter side {low}-{high} px" if low is not None else "no readable image"
+    reused = f" ({report.reused} from an earlier run)" if report.reused else ""
+    console.print(
+        f"ok: {len(m['shards'])} shard(s), {m['num_samples']:,} samples indexed{reused}; image {m['image_key']}, "
+        f"label {m['label_key'] or 'none'}, {sides}\nmanifest {store_join(report.out)} snapshot {report.snapshot}",
+        highlight=False,
+    )
+    if m["unreadable_images"]:
+        err.print(
+            f"[yellow]warning:[/yellow] {m['unreadable_images']} sample(s) without a readable image; "
+            "`ganpipe data verify` names them", highlight=False,
+        )
+
+
+def store_join(root: str) -> str:
+    from pipeline.data import store
+    from pipeline.data.manifest import MANIFEST_NAME
+
+    return store.join(root, MANIFEST_NAME)
+
+
 @data_app.command("ls")
 def ls(
     url: str = typer.Argument(..., help="Local folder or s3://bucket/prefix holding manifest.json."),
@@ -74,17 +130,24 @@ def ls(
     except (DataError, OSError) as exc:
         _fail(str(exc))
     summary = Table(show_header=False, box=None)
-    for key, value in (
+    rows = [
         ("root", url),
         ("snapshot", snapshot),
+        ("kind", manifest.get("kind", "packed")),
         ("source", manifest.get("source")),
         ("created", manifest.get("created")),
-        ("image size", "x".join(str(v) for v in manifest["image_size"]) if isinstance(manifest["image_size"], list) else manifest["image_size"]),
+        ("image size", _image_size(manifest)),
         ("samples", f"{manifest['num_samples']:,}"),
         ("shards", str(len(manifest["shards"]))),
         ("bytes", f"{manifest['total_bytes']:,}"),
         ("classes", ", ".join(manifest["classes"]) if manifest.get("classes") else "-"),
-    ):
+    ]
+    if manifest.get("kind") == "indexed":
+        rows += [("image key", manifest["image_key"]), ("label key", manifest["label_key"] or "-"),
+                 ("members", ", ".join(f"{k} {v:,}" for k, v in manifest["members"].items()))]
+        if manifest.get("shards_root"):
+            rows.append(("shards at", manifest["shards_root"]))
+    for key, value in rows:
         summary.add_row(key, str(value))
     console.print(summary)
     if shards:
@@ -94,17 +157,35 @@ def ls(
         console.print(table)
 
 
+def _image_size(manifest: dict) -> str:
+    size = manifest["image_size"]
+    if size is None:
+        sizes = manifest.get("image_sizes", {})
+        (w0, w1), (h0, h1) = sizes.get("width", [None, None]), sizes.get("height", [None, None])
+        return f"any (width {w0}-{w1}, height {h0}-{h1})"
+    return "x".join(str(v) for v in size) if isinstance(size, list) else str(size)
+
+
 @data_app.command()
 def verify(
     url: str = typer.Argument(..., help="Local folder or s3://bucket/prefix holding manifest.json."),
     endpoint_url: Optional[str] = EndpointOption,
+    on_corrupt: str = typer.Option("fail", "--on-corrupt", help="fail: every corrupt sample is a difference; skip: count them."),
+    max_corrupt_fraction: float = typer.Option(
+        0.0, "--max-corrupt-fraction", min=0.0, max=1.0, help="With --on-corrupt skip: the share of samples allowed to be corrupt."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Check every shard against the manifest: counts, bytes, sha256, every sample decoded.
 
-    Streams the shards through the same reader training uses. Exit 0 when all match, 1 with a
-    list of the differences, 2 when the manifest cannot be read.
+    Streams the shards through the same reader and decoder training uses, packed or indexed, with
+    training's corrupt-sample policy. Exit 0 when all match, 1 with a list of the differences,
+    2 when the manifest cannot be read.
     """
+    if on_corrupt not in ("fail", "skip"):
+        _fail(f"--on-corrupt must be fail or skip, got {on_corrupt!r}")
+    if on_corrupt == "skip" and max_corrupt_fraction <= 0:
+        _fail("--on-corrupt skip needs --max-corrupt-fraction > 0 (the share of samples allowed to be corrupt)")
     from pipeline.data.manifest import load_manifest
     from pipeline.data.verify import verify as run_verify
 
@@ -116,11 +197,18 @@ def verify(
     with progress:
         task = progress.add_task("shards", total=len(manifest["shards"]))
         try:
-            report = run_verify(url, endpoint_url=endpoint_url, on_shard=lambda _: progress.advance(task))
+            report = run_verify(
+                url, endpoint_url=endpoint_url, on_shard=lambda _: progress.advance(task),
+                on_corrupt=on_corrupt, max_corrupt_fraction=max_corrupt_fraction,
+            )
         except (DataError, OSError) as exc:
             _fail(str(exc))
+    skipped = report.skipped
     if report.ok:
-        console.print(f"ok: {len(report.shards)} shard(s), {report.samples:,} samples match snapshot {report.snapshot}", highlight=False)
+        note = f", {len(skipped)} corrupt sample(s) skipped" if skipped else ""
+        console.print(f"ok: {len(report.shards)} shard(s), {report.samples:,} samples match snapshot {report.snapshot}{note}", highlight=False)
+        for item in skipped:
+            console.print(f"  skipped: {item}", highlight=False, markup=False)
         return
     console.print(f"[red]{len(report.problems)} difference(s)[/red] under {url}:", highlight=False)
     for problem in report.problems:

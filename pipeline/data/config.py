@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# A member suffix as webdataset names it (lower-case, after the key's first dot): jpg, png, img.jpg, ...
+_MEMBER = re.compile(r"^[a-z0-9_][a-z0-9_.-]*$")
+
+
+class TransformSpec(BaseModel):
+    """From an image of any size to the job's resolution, in the loader workers: scale the shorter
+    side to `resize` (default: the resolution), cut a square of `resolution` (centre or random),
+    maybe mirror. Packed shards are already at the resolution, so only crop/flip can change them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    resize: int | None = Field(default=None, ge=8, description="shorter side before the crop; default: the resolution")
+    crop: Literal["center", "random"] = "center"
+    hflip: bool = Field(default=False, description="mirror half of the samples left-right")
 
 
 class DataSpec(BaseModel):
@@ -33,6 +49,31 @@ class DataSpec(BaseModel):
     )
     on_corrupt: Literal["fail", "skip"] = "fail"
     max_corrupt_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    image_key: str = Field(
+        default="auto",
+        description="member holding the image (jpg, jpeg, png, webp, or another suffix); auto: what the manifest found",
+    )
+    label_key: str = Field(
+        default="auto",
+        description="where the integer label is: cls, json.<field>[.<field>...], or none; auto: what the manifest found",
+    )
+    transform: TransformSpec = Field(default_factory=TransformSpec)
+
+    @field_validator("image_key")
+    @classmethod
+    def _image_key_is_suffix(cls, value: str) -> str:
+        value = value.strip().lower().lstrip(".")
+        if value != "auto" and not _MEMBER.match(value):
+            raise ValueError(f"image_key must be auto or a member suffix such as jpg, png, webp; got {value!r}")
+        return value
+
+    @field_validator("label_key")
+    @classmethod
+    def _label_key_known(cls, value: str) -> str:
+        value = value.strip()
+        if value in ("auto", "none", "cls") or (value.startswith("json.") and all(value.split(".")[1:])):
+            return value
+        raise ValueError(f"label_key must be auto, none, cls or json.<field> (e.g. json.label); got {value!r}")
 
     @field_validator("root")
     @classmethod
@@ -73,4 +114,9 @@ class DataSpec(BaseModel):
         # while the job says otherwise: ask for an explicit budget instead of guessing one.
         if self.on_corrupt == "skip" and self.max_corrupt_fraction <= 0.0:
             raise ValueError("on_corrupt='skip' needs max_corrupt_fraction > 0 (the share of samples allowed to be corrupt)")
+        if self.transform.resize is not None and self.transform.resize < self.resolution:
+            raise ValueError(
+                f"transform.resize {self.transform.resize} is smaller than resolution {self.resolution}: "
+                "the crop of resolution x resolution must fit inside the resized image"
+            )
         return self

@@ -89,7 +89,27 @@ def head(url: str, endpoint_url: str | None = None) -> ObjectInfo | None:
         if _is_missing(exc):
             return None
         raise
-    return ObjectInfo(size=int(answer["ContentLength"]), sha256=answer.get("Metadata", {}).get("sha256"))
+    return ObjectInfo(
+        size=int(answer["ContentLength"]), sha256=answer.get("Metadata", {}).get("sha256"), version=answer.get("ETag")
+    )
+
+
+def list_objects(prefix_url: str, *, suffix: str = "", endpoint_url: str | None = None) -> dict[str, ObjectInfo]:
+    """{s3 URL: info} of every object under a prefix whose key ends with `suffix`, sorted by URL.
+    A prefix naming a "folder" lists inside it only: s3://b/data never picks up s3://b/data-old/."""
+    bucket, key = parse(prefix_url)
+    prefix = key.rstrip("/") + "/" if key else ""
+    found = {}
+    try:
+        for page in client(endpoint_url).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith(suffix):
+                    found[f"s3://{bucket}/{item['Key']}"] = ObjectInfo(size=int(item["Size"]), sha256=None, version=item.get("ETag"))
+    except botocore.exceptions.ClientError as exc:
+        if _is_missing(exc):
+            raise DataError(f"bucket of {prefix_url} does not exist") from None
+        raise
+    return dict(sorted(found.items()))
 
 
 def get_bytes(url: str, endpoint_url: str | None = None) -> bytes:

@@ -26,6 +26,7 @@ def join(root: str, name: str) -> str:
 class ObjectInfo:
     size: int
     sha256: str | None  # recorded at upload time (S3 metadata); None where the store does not keep it
+    version: str | None = None  # changes when the bytes may have: S3 ETag, local mtime in ns
 
 
 def stat(url: str, endpoint_url: str | None = None) -> ObjectInfo | None:
@@ -35,9 +36,28 @@ def stat(url: str, endpoint_url: str | None = None) -> ObjectInfo | None:
 
         return s3.head(url, endpoint_url=endpoint_url)
     try:
-        return ObjectInfo(size=os.stat(url).st_size, sha256=None)
+        found = os.stat(url)
     except FileNotFoundError:
         return None
+    return ObjectInfo(size=found.st_size, sha256=None, version=str(found.st_mtime_ns))
+
+
+def list_tars(root: str, endpoint_url: str | None = None) -> dict[str, ObjectInfo]:
+    """Every `.tar` under a folder or s3:// prefix, at any depth: {URL: info}, sorted by URL."""
+    if is_s3(root):
+        from pipeline.data import s3
+
+        return s3.list_objects(root, suffix=".tar", endpoint_url=endpoint_url)
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith(".tar"):
+                path = os.path.join(dirpath, name)
+                info = stat(path)
+                if info is not None:
+                    found[path] = info
+    return dict(sorted(found.items()))
 
 
 def read_bytes(url: str, endpoint_url: str | None = None) -> bytes:

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 from pipeline.data import epoch_plan as plan
 from pipeline.data.config import DataSpec
 from pipeline.data.errors import DataError
-from pipeline.data.manifest import load_manifest, manifest_resolution, selected_shards
-from pipeline.data import store
+from pipeline.data.decode import decode_config
+from pipeline.data.manifest import load_manifest, manifest_resolution, member_problems, selected_shards, shard_url
 from pipeline.data.worker_stream import EpochDataset, ResampledDataset, StreamConfig
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,14 @@ def make_batches(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     manifest, snapshot = load_manifest(spec.root, endpoint_url=spec.endpoint_url)
-    if manifest_resolution(manifest) != spec.resolution:
+    packed_side = manifest_resolution(manifest)  # None for indexed shards: the transform fits any size
+    if packed_side is not None and packed_side != spec.resolution:
         raise DataError(f"spec resolution {spec.resolution} != manifest image size {manifest['image_size']} at {spec.root}")
+    if problems := member_problems(spec, manifest):
+        raise DataError(f"data spec does not match the shards under {spec.root}: " + "; ".join(problems))
     shards = selected_shards(spec, manifest)
     config = StreamConfig(
-        urls=[store.join(spec.root, s["name"]) for s in shards],
+        urls=[shard_url(spec.root, manifest, s) for s in shards],
         counts=[int(s["samples"]) for s in shards],
         resolution=spec.resolution,
         shuffle_buffer=spec.shuffle_buffer,
@@ -62,6 +65,7 @@ def make_batches(
         batch_size=batch_size,
         seed=seed,
         with_keys=with_keys,
+        decode=decode_config(spec, manifest).as_dict(),
     )
     return BatchStream(config, spec, world_size=world_size, snapshot=snapshot, position=position, mp_context=mp_context)
 

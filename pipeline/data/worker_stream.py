@@ -16,8 +16,9 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.data import epoch_plan as plan
+from pipeline.data.decode import DecodeConfig, SampleDecoder
 from pipeline.data.errors import CorruptSampleError, ShardFormatError
-from pipeline.data.reader import CorruptPolicy, decode, iter_shard, tar_samples
+from pipeline.data.reader import CorruptPolicy, iter_shard, tar_samples
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class StreamConfig:
     batch_size: int
     seed: int
     with_keys: bool
+    # DecodeConfig as a dict (plain data for spawned workers); None = packed png at `resolution`.
+    decode: dict | None = None
+
+    def decoder(self) -> SampleDecoder:
+        return SampleDecoder(self.decode or DecodeConfig(kind="packed", resolution=self.resolution))
 
 
 def collate(samples: list[tuple[np.ndarray, int, str]], corrupt: int) -> tuple:
@@ -63,15 +69,15 @@ class ResampledDataset(IterableDataset):
         ]
         if c.shuffle_buffer > 1:
             stages.append(wds.shuffle(c.shuffle_buffer, initial=c.shuffle_buffer, rng=random.Random(seed)))
-        stages.append(wds.pipelinefilter(_decoded)(c.resolution, policy))
+        stages.append(wds.pipelinefilter(_decoded)(c.decoder(), seed, policy))
         stages.append(wds.pipelinefilter(_batches)(c.batch_size, policy))
         yield from wds.DataPipeline(*stages)
 
 
-def _decoded(src: Iterator[dict], resolution: int, policy: CorruptPolicy) -> Iterator[tuple]:
+def _decoded(src: Iterator[dict], decoder: SampleDecoder, aug_seed: int, policy: CorruptPolicy) -> Iterator[tuple]:
     for raw in src:
         try:
-            image, label = decode(raw, resolution)
+            image, label = decoder(raw, aug_seed)
         except CorruptSampleError as exc:
             policy.handle(exc)
             continue
@@ -103,6 +109,9 @@ class EpochDataset(IterableDataset):
         skip = plan.delivered(self.consumed, worker, layout.workers)
         begin, end = plan.worker_range(sum(c.counts), layout, c.rank, worker, skip)
         policy = CorruptPolicy(c.on_corrupt, c.max_corrupt_fraction, sum(c.counts))
+        # Random crop/flip draw from (seed, epoch, shard, key) only: a resumed epoch crops and
+        # flips every sample as the uninterrupted one would have, whichever worker reads it.
+        self._decoder, self._aug_seed = c.decoder(), plan.derive_seed(c.seed, self.epoch, 0xA06)
         batch = []
         for raw in self._raw_samples(begin, end):
             batch.append(raw)
@@ -138,7 +147,7 @@ class EpochDataset(IterableDataset):
             try:
                 if raw.get("__missing__"):
                     raise CorruptSampleError.of(raw["__url__"], raw["__key__"], "missing from the shard (truncated tar?)")
-                image, label = decode(raw, self.config.resolution)
+                image, label = self._decoder(raw, self._aug_seed)
                 good.append((image, label, raw["__key__"]))
             except CorruptSampleError as exc:
                 policy.handle(exc)

@@ -57,3 +57,22 @@ def test_credentials_in_the_endpoint_are_refused_without_echoing_them():
     with pytest.raises(ValidationError) as info:
         DataSpec(root="s3://b/x", endpoint_url="http://AKIAXX:s3cr3t@minio:9000")
     assert "credentials" in str(info.value) and "s3cr3t" not in str(info.value)
+
+
+@pytest.mark.parametrize("label_key", ["auto", "none", "cls", "json.label", "json.meta.class"])
+def test_label_keys_accepted(label_key):
+    assert DataSpec(root="/d", label_key=label_key).label_key == label_key
+
+
+@pytest.mark.parametrize("label_key", ["json", "json.", "txt", "label"])
+def test_unknown_label_key_is_refused_naming_the_choices(label_key):
+    with pytest.raises(ValidationError, match="label_key must be auto, none, cls or json.<field>"):
+        DataSpec(root="/d", label_key=label_key)
+
+
+def test_transform_resize_below_the_resolution_is_refused():
+    with pytest.raises(ValidationError, match="transform.resize 32 is smaller than resolution 64"):
+        DataSpec(root="/d", resolution=64, transform={"resize": 32})
+    with pytest.raises(ValidationError, match="crop"):
+        DataSpec(root="/d", transform={"crop": "corner"})
+    assert DataSpec(root="/d", image_key=".JPG").image_key == "jpg"
