@@ -19,7 +19,11 @@ err = Console(stderr=True)
 
 from pipeline.data.cli import data_app  # noqa: E402  (after the MLflow log level is set)
 
-app.add_typer(data_app, name="data", help="Pack, list and verify WebDataset shards (local folder or s3://).")
+app.add_typer(data_app, name="data", help="Pack, index, list and verify WebDataset shards (local folder or s3://).")
+
+from pipeline.tracking.cli import registry_app  # noqa: E402
+
+app.add_typer(registry_app)  # no name: promote, rollback, models, register are top-level verbs
 
 
 def _fail(message: str) -> None:
@@ -51,6 +55,7 @@ def train(
         return
     from ray.train import TrainingFailedError
 
+    from pipeline.tracking.publish import RegistrationPending
     from pipeline.train.launch import SchedulingError
     from pipeline.train.launch import train as run_training
 
@@ -58,7 +63,7 @@ def train(
 
     try:
         out = run_training(spec, run_name=name, tracking_uri=tracking_uri, show_progress=progress)
-    except (DataError, SchedulingError) as e:
+    except (DataError, SchedulingError, RegistrationPending) as e:
         _fail(str(e))
     except TrainingFailedError as e:  # the workers' own traceback is in the message; ours adds nothing
         _fail(f"training failed: {e}")
@@ -90,7 +95,8 @@ def sample(
 @app.command("eval")
 def eval_(
     model_uri: str = typer.Argument(..., help="MLflow model URI of a generator, e.g. models:/gan-digits@champion."),
-    data: str = typer.Option(..., "--data", help="Packed data set (folder or s3://bucket/prefix with manifest.json)."),
+    data: str = typer.Option(..., "--data", help="Packed or indexed data set (folder or s3://bucket/prefix with manifest.json)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Side real images are fitted to; default: the packed size, or for indexed shards the generator's."),
     n: int = typer.Option(10_000, "-n", min=2, help="Generated samples to score."),
     extractor: str = typer.Option("classifier", help="Feature space: classifier (trained on the shards' labels, cached) or inception."),
     inception_path: Optional[str] = typer.Option(None, help="TorchScript Inception-v3 feature file (for --extractor inception)."),
@@ -101,13 +107,14 @@ def eval_(
     classifier_steps: int = typer.Option(300, help="Training steps of the classifier extractor (part of its cache key)."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI."),
 ) -> None:
-    """Fréchet distance and KID between a generator's samples and real images."""
+    """FD, KID, precision/recall and memorization share of a generator's samples against real images."""
     from pydantic import ValidationError
 
     from pipeline.data.config import DataSpec
     from pipeline.data.errors import DataError
     from pipeline.data.manifest import load_manifest, manifest_resolution
     from pipeline.eval.config import EvalSpec
+    from pipeline.eval.memorization import MEMORIZATION_QUANTILE
     from pipeline.eval.scorer import GeneratorScorer
     from pipeline.sampling import load_generator
 
@@ -115,16 +122,33 @@ def eval_(
         spec = EvalSpec(extractor=extractor, num_samples=n, inception_path=inception_path, inception_sha256=inception_sha256,
                         cache_dir=cache_dir, classifier_steps=classifier_steps)
         manifest, manifest_sha = load_manifest(data, endpoint_url)
-        data_spec = DataSpec(root=data, resolution=manifest_resolution(manifest), endpoint_url=endpoint_url)
+        side = resolution or manifest_resolution(manifest)  # None: indexed shards, any size
+        data_spec = DataSpec(root=data, resolution=side, endpoint_url=endpoint_url) if side else None
     except (ValidationError, DataError) as e:
         _fail(str(e))
     try:
         generator, z_dim = load_generator(model_uri, tracking_uri)
     except Exception as e:
         _fail(f"cannot load {model_uri}: {e}")
+    if data_spec is None:  # real images at the generator's own output side
+        import torch
+
+        with torch.no_grad():
+            side = int(generator(torch.zeros(1, z_dim)).shape[-1])
+        data_spec = DataSpec(root=data, resolution=side, endpoint_url=endpoint_url)
     with console.status(f"scoring {n} samples of {model_uri} ({extractor} features)"):
         result = GeneratorScorer(spec, data_spec, manifest_sha)(generator, z_dim, seed=seed)
-    console.print(f"FD  {result['fd']:.4f}\nKID {result['kid']:.5f}\n({result['num_samples']} samples, {result['extractor']} features, key {result['key'][:12]})")
+    q = MEMORIZATION_QUANTILE
+    console.print(f"FD  {result['fd']:.4f}\nKID {result['kid']:.5f}\n"
+                  f"precision {result['precision']:.4f}\nrecall {result['recall']:.4f}\n"
+                  f"memorization {result['memorization']:.4f}  (share of samples closer to a training image than "
+                  f"{1 - q:.0%} of {result['num_heldout']} held-out real images are; about {q} for new images)\n"
+                  f"({result['num_samples']} samples, {result['num_real']} real, {result['extractor']} features, key {result['key'][:12]})")
+
+
+from pipeline.ops.cli import register as _register_ops  # noqa: E402  submit/status/logs/stop/jobs, schedule
+
+_register_ops(app)
 
 
 def main() -> None:

@@ -9,9 +9,10 @@ import torch
 from torch import Tensor
 
 from pipeline.data.config import DataSpec
+from pipeline.data.decode import SampleDecoder, decode_config
 from pipeline.data.errors import CorruptSampleError
 from pipeline.data.manifest import load_manifest, shard_urls
-from pipeline.data.reader import CorruptPolicy, decode, iter_shard
+from pipeline.data.reader import CorruptPolicy, iter_shard
 from pipeline.eval.config import EvalSpec
 from pipeline.eval.evaluate import evaluate
 
@@ -24,11 +25,14 @@ def read_real_images(data: DataSpec, limit: int = MAX_REAL) -> tuple[Tensor, Ten
     manifest, _ = load_manifest(data.root, data.endpoint_url)
     # The training stream's own policy: `skip` honours max_corrupt_fraction here too.
     policy = CorruptPolicy(data.on_corrupt, data.max_corrupt_fraction, manifest["num_samples"])
+    # Training's decoder (packed png, or any-size jpg/png/webp fitted to the resolution), with a
+    # centre crop and no flip: the reference images stay the same from one evaluation to the next.
+    decode = SampleDecoder(decode_config(data, manifest, for_eval=True))
     images, labels = [], []
     for url in shard_urls(data, manifest):
         for raw in iter_shard(url, endpoint_url=data.endpoint_url):
             try:
-                array, label = decode(raw, data.resolution)
+                array, label = decode(raw)
             except CorruptSampleError as e:
                 policy.handle(e)
                 continue
