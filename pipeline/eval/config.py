@@ -3,6 +3,8 @@
 The spec owns only what changes a number: the extractor and its settings. The data set is identified
 by the manifest's sha256 (the data plane writes it), so `extractor_key` = hash(manifest, extractor
 settings) names everything derived from both: the trained classifier and the reference statistics.
+`evaluator_key` extends it with what else changes a score (the real images read, the held-out split,
+the precision/recall and memorization definitions): scores under different keys never compare.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .manifold import NHOOD_K
+from .memorization import MEMORIZATION_QUANTILE, SPLIT_RULE
 
 # Bump when a code change alters the features an unchanged spec produces (architecture, training
 # recipe, preprocessing): old cache entries then stop matching instead of being silently reused.
@@ -35,6 +40,9 @@ class EvalSpec(BaseModel):
     # The offline extractor: a small CNN trained on the shards' `cls` labels.
     classifier_steps: int = Field(300, gt=0)
     classifier_width: int = Field(32, gt=0)
+    # Share of the real images (by a hash of their key, see memorization.py) held out of the
+    # memorization test's training set to calibrate its threshold. Part of the evaluator key.
+    heldout_fraction: float = Field(0.1, gt=0.0, le=0.5)
     cache_dir: str = "~/.cache/ganpipe"
 
     @field_validator("inception_sha256")
@@ -73,5 +81,26 @@ def extractor_key(spec: EvalSpec, manifest_sha256: str) -> str:
         "extractor": spec.extractor,
         "version": FEATURES_VERSION,
         **fields,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# Bump when the definition of precision/recall or memorization changes (k, the quantile, the split).
+METRICS_VERSION = 1
+
+
+def evaluator_key(spec: EvalSpec, manifest_sha256: str, num_real: int) -> str:
+    """sha256 hex naming everything a score depends on except num_samples and the latent seed.
+
+    `num_real` (real images read, in manifest order) and the held-out rule pin which real images
+    serve as reference, held-out and training set, so scores under different splits never mix.
+    """
+    payload = {
+        "extractor_key": extractor_key(spec, manifest_sha256),
+        "num_real": num_real,
+        "heldout": {"rule": SPLIT_RULE, "fraction": spec.heldout_fraction},
+        "nhood_k": NHOOD_K,
+        "memorization_quantile": MEMORIZATION_QUANTILE,
+        "version": METRICS_VERSION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -1,31 +1,50 @@
-"""One evaluation: n generated samples vs the real images, scored by FD and KID in a pinned feature space."""
+"""One evaluation: n generated samples vs the real images in a pinned feature space, scored by FD and
+KID (distribution distance), precision and recall (fidelity vs coverage, manifold.py) and the
+memorization share (copies of training images, memorization.py)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .config import EvalSpec, extractor_key
+from .config import EvalSpec, evaluator_key, extractor_key
 from .extractors import load_extractor
 from .frechet import feature_stats, frechet_distance, kernel_inception_distance
-from .reference import reference_stats
+from .manifold import NHOOD_K, nn_distance, precision_recall
+from .memorization import heldout_mask, memorization_share, threshold
+from .reference import real_manifold, reference_stats
 
 
 def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Tensor,
-             real_labels: Tensor | None, spec: EvalSpec, manifest_sha256: str, *, seed: int = 0,
-             batch_size: int = 250, device: str | torch.device = "cpu") -> dict:
-    """{"fd", "kid", "num_samples", "extractor", "key"} for `generator` (z (B, z_dim) → images in [-1, 1]).
+             real_labels: Tensor | None, spec: EvalSpec, manifest_sha256: str, *, real_keys: Sequence[str],
+             seed: int = 0, batch_size: int = 250, device: str | torch.device = "cpu") -> dict:
+    """{"fd", "kid", "precision", "recall", "memorization", "num_samples", "num_real", "num_heldout",
+    "extractor", "key"} for `generator` (z (B, z_dim) → images in [-1, 1]).
 
+    `real_keys` are the real images' WebDataset keys: they decide the held-out split. `key` is the
+    evaluator key (config.evaluator_key): compare scores only under equal keys and num_samples.
     Call it with the EMA generator in eval mode (the caller owns module state). z is drawn on the
     CPU from a seeded generator and then moved to `device`, so the same seed gives the same latents
     on any machine: successive evaluations of one run differ only by the generator's weights.
     """
-    key = extractor_key(spec, manifest_sha256)
+    if len(real_keys) != len(real_images):
+        raise ValueError(f"{len(real_keys)} keys for {len(real_images)} real images")
+    extractor_dir = extractor_key(spec, manifest_sha256)  # the cache folder of everything real-side
+    key = evaluator_key(spec, manifest_sha256, len(real_images))
+    heldout = heldout_mask(real_keys, spec.heldout_fraction)  # before any work: a bad split fails fast
     extractor = load_extractor(spec, manifest_sha256, lambda: (real_images, real_labels), device=device)
-    mu_r, sigma_r, kid_r = reference_stats(spec.cache_dir, key, lambda: extractor(real_images),
-                                           n=len(real_images))
+
+    real_feats: list[Tensor] = []  # computed at most once, and only on a cache miss
+
+    def compute_real() -> Tensor:
+        if not real_feats:
+            real_feats.append(extractor(real_images))
+        return real_feats[0]
+
+    mu_r, sigma_r, kid_r = reference_stats(spec.cache_dir, extractor_dir, compute_real, n=len(real_images))
+    real = real_manifold(spec.cache_dir, extractor_dir, key, compute_real, heldout=heldout, k=NHOOD_K)
 
     n = spec.num_samples
     rng = torch.Generator().manual_seed(seed)
@@ -37,10 +56,16 @@ def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Ten
     feats = torch.cat(feats)
 
     mu_g, sigma_g = feature_stats(feats)
+    precision, recall = precision_recall(real.feats, feats, k=NHOOD_K, real_radii=real.radii)
     return {
         "fd": frechet_distance(mu_g, sigma_g, mu_r, sigma_r),
         "kid": kernel_inception_distance(feats, kid_r, seed=seed),
+        "precision": precision,
+        "recall": recall,
+        "memorization": memorization_share(nn_distance(feats, real.train_feats), threshold(real.heldout_nn)),
         "num_samples": n,
+        "num_real": len(real_images),
+        "num_heldout": int(heldout.sum()),
         "extractor": extractor.name,
         "key": key,
     }

@@ -1,4 +1,5 @@
-"""Reference statistics of the real images, cached per (extractor key, number of real samples).
+"""Reference statistics of the real images, cached per (extractor key, number of real samples), and
+the real side of precision/recall and memorization (real_manifold), cached per evaluator key.
 
 Extracting features of the real set is the expensive half of an evaluation with Inception, and it
 never changes for a fixed data set and extractor, so it is computed once. The key is the extractor
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
 from .frechet import feature_stats
+from .manifold import knn_radii, nn_distance
 
 # Rows kept for KID (which needs samples, not moments). KID uses subsets of <= 1000 rows, so a few
 # thousand are plenty, and this caps the file at ~80 MB for 2048-d Inception features.
@@ -44,6 +47,44 @@ def reference_stats(cache_dir: str, key: str, compute: Callable[[], torch.Tensor
     kid_feats = feats.astype(np.float32)
     _atomic_savez(path, mu=mu, sigma=sigma, feats=kid_feats)
     return mu, sigma, kid_feats
+
+
+@dataclass(frozen=True)
+class RealManifold:
+    """The real side of precision/recall and memorization; depends on no generator."""
+    feats: torch.Tensor        # (N, D) every real image read, manifest order
+    radii: torch.Tensor        # (N,) k-NN radii within feats: the real manifold for precision
+    heldout: torch.Tensor      # (N,) bool: the held-out split (memorization.heldout_mask)
+    heldout_nn: torch.Tensor   # (H,) each held-out image's distance to its nearest training image
+
+    @property
+    def train_feats(self) -> torch.Tensor:
+        return self.feats[~self.heldout]
+
+
+def real_manifold(cache_dir: str, extractor_dir: str, evaluator_key: str, compute: Callable[[], torch.Tensor],
+                  *, heldout: torch.Tensor, k: int) -> RealManifold:
+    """From cache_dir/<extractor_dir>/manifold-<evaluator_key>.npz, or from compute() (N, D).
+
+    The file keeps all N real features (for precision and the nearest-neighbour search), so the
+    per-evaluation cost is the generated side only; ~80 MB for 10k Inception features.
+    """
+    path = os.path.join(os.path.expanduser(cache_dir), extractor_dir, f"manifold-{evaluator_key}.npz")
+    if os.path.exists(path):
+        with np.load(path) as z:
+            cached = RealManifold(*(torch.from_numpy(z[f]) for f in ("feats", "radii", "heldout", "heldout_nn")))
+        if torch.equal(cached.heldout, heldout):
+            return cached
+        # Same key, other split: cannot happen unless the data changed under an unchanged manifest.
+        raise ValueError(f"{path} was computed for another held-out split; delete it to recompute")
+    feats = compute()
+    feats = (feats if isinstance(feats, torch.Tensor) else torch.from_numpy(np.asarray(feats))).float().cpu()
+    if feats.ndim != 2 or len(feats) != len(heldout):
+        raise ValueError(f"real features should be ({len(heldout)}, D), got {tuple(feats.shape)}")
+    result = RealManifold(feats, knn_radii(feats, k), heldout.clone(), nn_distance(feats[heldout], feats[~heldout]))
+    _atomic_savez(path, feats=result.feats.numpy(), radii=result.radii.numpy(), heldout=result.heldout.numpy(),
+                  heldout_nn=result.heldout_nn.numpy())
+    return result
 
 
 def _atomic_savez(path: str, **arrays) -> None:

@@ -1,5 +1,6 @@
-"""FD/KID of a generator against one data set: what training (at its eval interval) and
-`ganpipe eval` both call. Real images are read once, through the same reader training uses."""
+"""FD/KID, precision/recall and memorization of a generator against one data set: what training (at
+its eval interval) and `ganpipe eval` both call. Real images are read once, through the same reader
+training uses, with their keys (which decide the held-out split)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -22,13 +23,19 @@ MAX_REAL = 10_000  # reference images: enough for stable statistics, bounded mem
 def read_real_images(data: DataSpec, limit: int = MAX_REAL) -> tuple[Tensor, Tensor]:
     """Up to `limit` (images (N,3,R,R) in [-1,1], labels (N,)) in manifest order; corrupt samples follow
     the data spec's policy."""
+    images, labels, _ = read_real_set(data, limit)
+    return images, labels
+
+
+def read_real_set(data: DataSpec, limit: int = MAX_REAL) -> tuple[Tensor, Tensor, list[str]]:
+    """read_real_images plus each image's WebDataset key."""
     manifest, _ = load_manifest(data.root, data.endpoint_url)
     # The training stream's own policy: `skip` honours max_corrupt_fraction here too.
     policy = CorruptPolicy(data.on_corrupt, data.max_corrupt_fraction, manifest["num_samples"])
     # Training's decoder (packed png, or any-size jpg/png/webp fitted to the resolution), with a
     # centre crop and no flip: the reference images stay the same from one evaluation to the next.
     decode = SampleDecoder(decode_config(data, manifest, for_eval=True))
-    images, labels = [], []
+    images, labels, keys = [], [], []
     for url in shard_urls(data, manifest):
         for raw in iter_shard(url, endpoint_url=data.endpoint_url):
             try:
@@ -38,22 +45,26 @@ def read_real_images(data: DataSpec, limit: int = MAX_REAL) -> tuple[Tensor, Ten
                 continue
             images.append(array)
             labels.append(label)
+            keys.append(raw["__key__"])
             if len(images) == limit:
                 break
         if len(images) == limit:
             break
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    return x, torch.tensor(labels, dtype=torch.int64)
+    return x, torch.tensor(labels, dtype=torch.int64), keys
 
 
 class GeneratorScorer:
     def __init__(self, spec: EvalSpec, data: DataSpec, manifest_sha256: str, *, device="cpu"):
         self.spec, self.data, self.manifest_sha256, self.device = spec, data, manifest_sha256, device
-        self._real: tuple[Tensor, Tensor] | None = None
+        self._real: tuple[Tensor, Tensor, list[str]] | None = None
 
     def __call__(self, generator: Callable[[Tensor], Tensor], z_dim: int, *, seed: int = 0) -> dict:
+        """evaluate()'s dict: fd, kid, precision, recall, memorization, num_samples, num_real,
+        num_heldout, extractor, key (the evaluator key)."""
         if self._real is None:
-            self._real = read_real_images(self.data)
-        images, labels = self._real
+            self._real = read_real_set(self.data)
+        images, labels, keys = self._real
         has_labels = bool((labels >= 0).all())
-        return evaluate(generator, z_dim, images, labels if has_labels else None, self.spec, self.manifest_sha256, seed=seed, device=self.device)
+        return evaluate(generator, z_dim, images, labels if has_labels else None, self.spec, self.manifest_sha256,
+                        real_keys=keys, seed=seed, device=self.device)

@@ -1,13 +1,16 @@
 import pytest
 import torch
 
-from pipeline.eval.config import EvalSpec, extractor_key
+from pipeline.eval.config import EvalSpec, evaluator_key, extractor_key
 from pipeline.eval.evaluate import evaluate
+
+KEYS = [f"{i:08d}" for i in range(300)]  # toy_data's WebDataset keys: they decide the held-out split
 
 
 @pytest.fixture
 def spec(tmp_path):
-    return EvalSpec(num_samples=300, classifier_steps=60, classifier_width=8, cache_dir=str(tmp_path))
+    # 20% held out: 48 of the 300 toy keys (10% would leave 15, under memorization.MIN_HELDOUT)
+    return EvalSpec(num_samples=300, classifier_steps=60, classifier_width=8, heldout_fraction=0.2, cache_dir=str(tmp_path))
 
 
 def _replay(images):
@@ -28,24 +31,26 @@ def _noise(z):
 
 def test_real_images_score_far_better_than_noise(spec, toy_data, tmp_path):
     images, labels = toy_data
-    good = evaluate(_replay(images), 16, images, labels, spec, "m1", batch_size=128)
-    bad = evaluate(_noise, 16, images, labels, spec, "m1", batch_size=128)
+    good = evaluate(_replay(images), 16, images, labels, spec, "m1", real_keys=KEYS, batch_size=128)
+    bad = evaluate(_noise, 16, images, labels, spec, "m1", real_keys=KEYS, batch_size=128)
     assert good["fd"] * 20 < bad["fd"]
     assert abs(good["kid"]) * 20 < bad["kid"]
-    assert {k: good[k] for k in ("num_samples", "extractor", "key")} == \
-        {"num_samples": 300, "extractor": "classifier", "key": extractor_key(spec, "m1")}
-    assert (tmp_path / good["key"] / "reference-300.npz").is_file()  # real stats cached under the key
+    assert good["precision"] > 0.9 and bad["precision"] < 0.1
+    assert {k: good[k] for k in ("num_samples", "num_real", "extractor", "key")} == \
+        {"num_samples": 300, "num_real": 300, "extractor": "classifier", "key": evaluator_key(spec, "m1", 300)}
+    cached = tmp_path / extractor_key(spec, "m1")  # real-side stats cached under the extractor key
+    assert (cached / "reference-300.npz").is_file() and (cached / f"manifold-{good['key']}.npz").is_file()
 
 
 def test_latents_are_seeded_float32_batches(spec, toy_data):
     images, labels = toy_data
     g1, g2 = _replay(images), _replay(images)
-    r1 = evaluate(g1, 16, images, labels, spec, "m1", seed=3, batch_size=128)
-    r2 = evaluate(g2, 16, images, labels, spec, "m1", seed=3, batch_size=128)
+    r1 = evaluate(g1, 16, images, labels, spec, "m1", real_keys=KEYS, seed=3, batch_size=128)
+    r2 = evaluate(g2, 16, images, labels, spec, "m1", real_keys=KEYS, seed=3, batch_size=128)
     assert [tuple(z.shape) for z in g1.seen] == [(128, 16), (128, 16), (44, 16)]
     assert all(z.dtype == torch.float32 for z in g1.seen)
     assert all(torch.equal(a, b) for a, b in zip(g1.seen, g2.seen))
     assert r1 == r2
     g3 = _replay(images)
-    evaluate(g3, 16, images, labels, spec, "m1", seed=4, batch_size=128)
+    evaluate(g3, 16, images, labels, spec, "m1", real_keys=KEYS, seed=4, batch_size=128)
     assert not torch.equal(g3.seen[0], g1.seen[0])
