@@ -97,3 +97,15 @@ def mlflow_server(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_head(fake_aws_env):
+    """A real `ray start --head` on 127.0.0.1 (dashboard and Jobs API on, 2 CPUs), started with the
+    test AWS credentials in its environment as a cluster gets them from its secrets; add nodes with
+    `ray_head.add_node(num_cpus=..., resources=...)`. Stopped by process group at the end."""
+    from tests.cluster import RayCluster
+
+    cluster = RayCluster(num_cpus=2).start()
+    yield cluster
+    cluster.stop()

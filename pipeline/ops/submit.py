@@ -1,0 +1,197 @@
+"""Submitting training jobs to a Ray cluster through the Ray Jobs API (`JobSubmissionClient`).
+
+What travels to the cluster: a staged copy of the `pipeline` package and the resolved job file,
+nothing else (no data, .venv, mlflow.db, ray_results or .git). What the job reads from the
+environment: only the non-secret variables named in PASSED_ENV; credentials (AWS keys, MLflow
+user/password) come from the cluster's own environment, as infra/ gives it from Kubernetes secrets.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+import pipeline
+from pipeline.spec import JobSpec, load_job
+
+# Non-secret settings the job needs to reach the same stores as the submitter. Anything that looks
+# like a credential is never in this list, and a value with user:password@ in it is refused.
+PASSED_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+# The job driver learns its own submission id and schedule from these (tags on its MLflow run).
+SUBMISSION_ENV = "GANPIPE_SUBMISSION_ID"
+SCHEDULE_ENV = "GANPIPE_SCHEDULE"
+GIT_ENV = "GANPIPE_GIT_COMMIT"
+JOB_FILE = "job.yaml"
+# Belt and braces: the staged folder holds only the package and the job file, but if someone points
+# working_dir at the repository these never go.
+EXCLUDES = ["__pycache__", "*.pyc", ".venv", ".git", "data", "mlflow.db", "mlartifacts", "ray_results", "*.egg-info"]
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_USERINFO = re.compile(r"://[^/@\s]+:[^/@\s]*@")
+
+
+class SubmitError(RuntimeError):
+    """A submission refused before (or by) the cluster; the message says why."""
+
+
+class DuplicateSubmission(SubmitError):
+    """The cluster already has a job with this submission id (Ray refuses to run it twice)."""
+
+
+@dataclass
+class Submission:
+    submission_id: str
+    spec: JobSpec
+    entrypoint: str
+    runtime_env: dict
+    metadata: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_address(address: str | None) -> str:
+    """The flag, else $RAY_ADDRESS, else Ray's own default (http://127.0.0.1:8265), as `ray job` does."""
+    address = address or os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265"
+    if "://" not in address:
+        address = f"http://{address}"
+    return address
+
+
+def client(address: str | None):
+    from ray.job_submission import JobSubmissionClient
+
+    url = resolve_address(address)
+    try:
+        return JobSubmissionClient(url)
+    except Exception as e:  # connection refused, wrong port, a cluster without the Jobs API
+        raise SubmitError(f"cannot reach the Ray Jobs API at {url}: {e}") from None
+
+
+def new_submission_id(job_name: str) -> str:
+    """Unique and readable; it is also the Ray Train run name (checkpoints) and the MLflow run name."""
+    return f"{job_name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def prepare(job: str | Path, overrides: list[str] | None = None, *, submission_id: str | None = None,
+            extra_env: dict[str, str] | None = None, metadata: dict[str, str] | None = None) -> Submission:
+    """Validate the spec and check the shards here, so a bad spec or missing data never reaches the
+    cluster. Raises SpecError / DataError / SubmitError."""
+    from pipeline.data.manifest import check_shards
+    from pipeline.train.launch import resolve_tracking_uri
+
+    spec = load_job(job, overrides or [])
+    warnings: list[str] = []
+    spec, local = _absolute_local_paths(spec)
+    if local:
+        warnings.append(f"{' and '.join(local)} local: every node of the cluster must see the same path")
+    check_shards(spec.data)
+    submission_id = submission_id or new_submission_id(spec.name)
+    if not _ID.match(submission_id):
+        raise SubmitError(f"--name {submission_id!r}: use letters, digits, '_', '.', '-' (max 128), starting with a letter or digit")
+    env = {k: os.environ[k] for k in PASSED_ENV if os.environ.get(k)}
+    if spec.tracking.tracking_uri is None:
+        # The driver on the cluster would otherwise fall back to its own working folder's sqlite file.
+        env["MLFLOW_TRACKING_URI"] = resolve_tracking_uri(None)
+    if commit := _git_commit():
+        env[GIT_ENV] = commit  # .git does not travel; the run's lineage tag comes from here
+    env.update(extra_env or {})
+    env[SUBMISSION_ENV] = submission_id
+    for key, value in env.items():
+        if _USERINFO.search(value):
+            raise SubmitError(f"${key}: credentials in a URL are refused (user:password@); the cluster's environment supplies them")
+    entrypoint = f"python -m pipeline train {JOB_FILE} --name {submission_id}"
+    meta = {"ganpipe_job": spec.name, "registered_model": spec.tracking.registered_model,
+            "experiment": spec.tracking.experiment, **(metadata or {})}
+    return Submission(submission_id, spec, entrypoint, {"env_vars": env, "excludes": EXCLUDES}, meta, warnings)
+
+
+def _git_commit() -> str | None:
+    """The submitting checkout's commit, when the code comes from one (clean or not)."""
+    import subprocess
+
+    root = Path(pipeline.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        res = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def _absolute_local_paths(spec: JobSpec) -> tuple[JobSpec, list[str]]:
+    """Local data and checkpoint paths made absolute: the job runs in Ray's unpacked working dir."""
+    local = []
+    data, ckpt = spec.data, spec.checkpoint
+    if "://" not in data.root:
+        data = data.model_copy(update={"root": str(Path(data.root).expanduser().resolve())})
+        local.append(f"data.root ({data.root})")
+    if "://" not in ckpt.storage_path:
+        ckpt = ckpt.model_copy(update={"storage_path": str(Path(ckpt.storage_path).expanduser().resolve())})
+        local.append(f"checkpoint.storage_path ({ckpt.storage_path})")
+    return spec.model_copy(update={"data": data, "checkpoint": ckpt}), local
+
+
+def stage(sub: Submission, dest: Path) -> list[str]:
+    """Write what travels into `dest`: the `pipeline` package (no caches) and the resolved job file.
+    Returns the staged files, relative to dest."""
+    src = Path(pipeline.__file__).resolve().parent
+    shutil.copytree(src, dest / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (dest / JOB_FILE).write_text(yaml.safe_dump(sub.spec.model_dump(mode="json"), sort_keys=False))
+    return sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+
+
+def submit(sub: Submission, address: str | None) -> str:
+    """Stage and submit; returns the submission id. Raises DuplicateSubmission when the id is taken."""
+    jobs = client(address)
+    with tempfile.TemporaryDirectory(prefix="ganpipe-submit-") as tmp:
+        stage(sub, Path(tmp))
+        runtime_env = {**sub.runtime_env, "working_dir": tmp}
+        try:
+            return jobs.submit_job(entrypoint=sub.entrypoint, submission_id=sub.submission_id,
+                                   runtime_env=runtime_env, metadata=sub.metadata)
+        except RuntimeError as e:
+            # Ray keys jobs by submission id and refuses a second one (an atomic put in the GCS).
+            if "already exists" in str(e):
+                raise DuplicateSubmission(f"submission id {sub.submission_id} already exists on the cluster") from None
+            raise SubmitError(f"the cluster refused the job: {_last_line(e)}") from None
+
+
+def _last_line(e: Exception) -> str:
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else repr(e)
+
+
+def dashboard_job_url(address: str | None, submission_id: str) -> str:
+    return f"{resolve_address(address).rstrip('/')}/#/jobs/{submission_id}"
+
+
+def follow_logs(jobs, submission_id: str, write) -> str:
+    """Stream a job's logs through `write` until it ends; returns its final status."""
+    import asyncio
+
+    async def tail() -> None:
+        async for chunk in jobs.tail_job_logs(submission_id):
+            write(chunk)
+
+    asyncio.run(tail())
+    # The log stream closes when the job ends; the status may lag it by a moment.
+    deadline = time.time() + 30
+    while (status := str(jobs.get_job_status(submission_id).value)) not in TERMINAL and time.time() < deadline:
+        time.sleep(0.5)
+    return status
+
+
+def wait_for(jobs, submission_id: str, statuses: set[str], timeout: float) -> str:
+    deadline = time.time() + timeout
+    while True:
+        status = str(jobs.get_job_status(submission_id).value)
+        if status in statuses or time.time() > deadline:
+            return status
+        time.sleep(0.5)
