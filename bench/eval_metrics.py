@@ -88,7 +88,7 @@ def main() -> None:
 
         def added():
             pr = precision_recall(real_feats, feats, k=NHOOD_K, real_radii=radii)
-            return pr, memorization_share(nn_distance(feats, real_feats[~held]), threshold(held_nn))
+            return pr, memorization_share(nn_distance(feats, real_feats[~held]), threshold(held_nn, fraction=spec.heldout_fraction))
 
         ((prec, rec), mem), t = _timed(added)
         rows["b"].append(t)

@@ -31,8 +31,9 @@ class EvalSpec(BaseModel):
 
     extractor: Literal["classifier", "inception"] = "classifier"
     # Generated samples per evaluation. FD is biased upward at small n (it shrinks roughly like 1/n),
-    # so only compare scores computed with the same num_samples. At least 2: a covariance needs them.
-    num_samples: int = Field(2000, ge=2)
+    # so only compare scores computed with the same num_samples. At least 4: recall's k-NN radii
+    # (k = 3, manifold.py) need k + 1 samples.
+    num_samples: int = Field(2000, ge=NHOOD_K + 1)
     # Local path (or file:// URI) to a TorchScript Inception-v3 feature network, e.g. stylegan2-ada's
     # inception-2015-12-05.pt. Never downloaded at run time; checked against inception_sha256.
     inception_path: str | None = None

@@ -4,6 +4,7 @@ memorization share (copies of training images, memorization.py)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Sequence
 
 import torch
@@ -13,17 +14,20 @@ from .config import EvalSpec, evaluator_key, extractor_key
 from .extractors import load_extractor
 from .frechet import feature_stats, frechet_distance, kernel_inception_distance
 from .manifold import NHOOD_K, nn_distance, precision_recall
-from .memorization import heldout_mask, memorization_share, threshold
+from .memorization import MemorizationUndefined, heldout_mask, memorization_share, threshold
 from .reference import real_manifold, reference_stats
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Tensor,
              real_labels: Tensor | None, spec: EvalSpec, manifest_sha256: str, *, real_keys: Sequence[str],
              seed: int = 0, batch_size: int = 250, device: str | torch.device = "cpu") -> dict:
-    """{"fd", "kid", "precision", "recall", "memorization", "num_samples", "num_real", "num_heldout",
-    "extractor", "key"} for `generator` (z (B, z_dim) → images in [-1, 1]).
+    """{"fd", "kid", "precision", "recall", "memorization", "memorization_note", "num_samples",
+    "num_real", "num_heldout", "extractor", "key"} for `generator` (z (B, z_dim) → images in [-1, 1]).
 
-    `real_keys` are the real images' WebDataset keys: they decide the held-out split. `key` is the
+    `real_keys` are the real images' WebDataset keys: they decide the held-out split. memorization
+    is None, and memorization_note says why, when the real data cannot calibrate it (memorization.py). `key` is the
     evaluator key (config.evaluator_key): compare scores only under equal keys and num_samples.
     Call it with the EMA generator in eval mode (the caller owns module state). z is drawn on the
     CPU from a seeded generator and then moved to `device`, so the same seed gives the same latents
@@ -33,7 +37,7 @@ def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Ten
         raise ValueError(f"{len(real_keys)} keys for {len(real_images)} real images")
     extractor_dir = extractor_key(spec, manifest_sha256)  # the cache folder of everything real-side
     key = evaluator_key(spec, manifest_sha256, len(real_images))
-    heldout = heldout_mask(real_keys, spec.heldout_fraction)  # before any work: a bad split fails fast
+    heldout = heldout_mask(real_keys, spec.heldout_fraction)
     extractor = load_extractor(spec, manifest_sha256, lambda: (real_images, real_labels), device=device)
 
     real_feats: list[Tensor] = []  # computed at most once, and only on a cache miss
@@ -57,12 +61,19 @@ def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Ten
 
     mu_g, sigma_g = feature_stats(feats)
     precision, recall = precision_recall(real.feats, feats, k=NHOOD_K, real_radii=real.radii)
+    try:
+        tau = threshold(real.heldout_nn, fraction=spec.heldout_fraction)
+        memorization, note = memorization_share(nn_distance(feats, real.train_feats), tau), None
+    except MemorizationUndefined as e:
+        memorization, note = None, str(e)
+        log.warning("memorization share not computed: %s", e)
     return {
         "fd": frechet_distance(mu_g, sigma_g, mu_r, sigma_r),
         "kid": kernel_inception_distance(feats, kid_r, seed=seed),
         "precision": precision,
         "recall": recall,
-        "memorization": memorization_share(nn_distance(feats, real.train_feats), threshold(real.heldout_nn)),
+        "memorization": memorization,
+        "memorization_note": note,
         "num_samples": n,
         "num_real": len(real_images),
         "num_heldout": int(heldout.sum()),

@@ -27,7 +27,9 @@ Caveats, stated so nobody over-reads the number:
   the held-out images is not flagged for those copies, so a generator replaying the whole data set
   scores about (1 − f) + f·q (≈ 0.9 at f = 0.1), and one replaying T scores 1.
 - τ = 0 (at least q of H has exact feature duplicates in T) would make the share 0 even for exact
-  copies; `threshold` refuses that case rather than report a meaningless 0.
+  copies, and fewer than MIN_HELDOUT held-out images cannot place τ: in both cases evaluate() reports
+  memorization None with the reason (memorization_note) rather than a meaningless number, and the
+  other scores as usual.
 """
 from __future__ import annotations
 
@@ -48,26 +50,33 @@ def is_heldout(key: str, fraction: float) -> bool:
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) / 2**32 < fraction
 
 
+class MemorizationUndefined(ValueError):
+    """The real data cannot calibrate τ, so a share would mean nothing: evaluate() then reports
+    memorization None with this reason instead of failing (a training run's final eval included)."""
+
+
 def heldout_mask(keys: Sequence[str], fraction: float) -> Tensor:
-    """(N,) bool: which real images are held out. Refuses splits too small to estimate τ."""
-    mask = torch.tensor([is_heldout(k, fraction) for k in keys], dtype=torch.bool)
-    held = int(mask.sum())
-    if held < MIN_HELDOUT or held == len(keys):
-        raise ValueError(
-            f"eval.heldout_fraction={fraction} holds out {held} of {len(keys)} real images; the "
-            f"memorization threshold needs at least {MIN_HELDOUT} held-out images and some left for "
-            f"training: raise heldout_fraction (at most 0.5) or evaluate on a larger data set")
-    return mask
+    """(N,) bool: which real images are held out."""
+    return torch.tensor([is_heldout(k, fraction) for k in keys], dtype=torch.bool)
 
 
-def threshold(heldout_nn: Tensor | np.ndarray) -> float:
-    """τ: the MEMORIZATION_QUANTILE quantile of the held-out images' distances to the training set."""
+def threshold(heldout_nn: Tensor | np.ndarray, *, fraction: float) -> float:
+    """τ: the MEMORIZATION_QUANTILE quantile of the held-out images' distances to the training set.
+
+    `heldout_nn` is empty when either side of the split is: fraction is named in the reason.
+    """
+    held = len(heldout_nn)
+    if held < MIN_HELDOUT:
+        raise MemorizationUndefined(
+            f"eval.heldout_fraction={fraction} gives {held} held-out images with training images to compare "
+            f"to; the threshold needs at least {MIN_HELDOUT}: raise heldout_fraction (at most 0.5) or "
+            "evaluate on a larger data set")
     tau = float(np.quantile(np.asarray(heldout_nn, dtype=np.float64), MEMORIZATION_QUANTILE))
     if tau <= 0.0:
-        raise ValueError(
+        raise MemorizationUndefined(
             f"more than {MEMORIZATION_QUANTILE:.0%} of the held-out images have exact duplicates in the "
-            "training set (in feature space): the memorization share cannot tell copies from new images "
-            "on this data set; deduplicate it")
+            "training set (in feature space): the share cannot tell copies from new images on this data "
+            "set; deduplicate it")
     return tau
 
 

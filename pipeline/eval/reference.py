@@ -81,7 +81,10 @@ def real_manifold(cache_dir: str, extractor_dir: str, evaluator_key: str, comput
     feats = (feats if isinstance(feats, torch.Tensor) else torch.from_numpy(np.asarray(feats))).float().cpu()
     if feats.ndim != 2 or len(feats) != len(heldout):
         raise ValueError(f"real features should be ({len(heldout)}, D), got {tuple(feats.shape)}")
-    result = RealManifold(feats, knn_radii(feats, k), heldout.clone(), nn_distance(feats[heldout], feats[~heldout]))
+    # An empty side (tiny data sets) leaves no distances: memorization.threshold then says why.
+    both_sides = bool(heldout.any()) and not bool(heldout.all())
+    heldout_nn = nn_distance(feats[heldout], feats[~heldout]) if both_sides else torch.empty(0)
+    result = RealManifold(feats, knn_radii(feats, k), heldout.clone(), heldout_nn)
     _atomic_savez(path, feats=result.feats.numpy(), radii=result.radii.numpy(), heldout=result.heldout.numpy(),
                   heldout_nn=result.heldout_nn.numpy())
     return result

@@ -86,6 +86,8 @@ def test_registered_version_tags_and_champion_alias(quickstart_run):
     assert tags["steps"] == "6" and tags["spec_sha256"] == spec.sha256()
     assert float(tags["fd"]) > 0 and tags["fd_extractor"] == "classifier"
     assert [m.step for m in client.get_metric_history(out.run_id, "eval/fd")] == [6]
+    for key in ("eval/precision", "eval/recall", "eval/memorization"):  # rank 0 logs every score
+        assert [(m.step, 0 <= m.value <= 1) for m in client.get_metric_history(out.run_id, key)] == [(6, True)], key
     manifest = (Path(spec.data.root) / "manifest.json").read_bytes()
     import hashlib
 

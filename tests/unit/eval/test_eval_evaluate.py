@@ -54,3 +54,14 @@ def test_latents_are_seeded_float32_batches(spec, toy_data):
     g3 = _replay(images)
     evaluate(g3, 16, images, labels, spec, "m1", real_keys=KEYS, seed=4, batch_size=128)
     assert not torch.equal(g3.seen[0], g1.seen[0])
+
+
+def test_a_split_too_small_for_memorization_still_scores_the_rest(spec, toy_data, caplog):
+    images, labels = toy_data
+    small = spec.model_copy(update={"heldout_fraction": 0.1})  # 15 of the 300 toy keys: under MIN_HELDOUT
+    r = evaluate(_replay(images), 16, images, labels, small, "m1", real_keys=KEYS, batch_size=128)
+    assert r["memorization"] is None and "heldout_fraction=0.1 gives 15 held-out images" in r["memorization_note"]
+    assert r["num_heldout"] == 15 and r["precision"] > 0.9 and r["fd"] >= 0
+    assert "memorization share not computed" in caplog.text
+    ok = evaluate(_replay(images), 16, images, labels, spec, "m1", real_keys=KEYS, batch_size=128)
+    assert ok["memorization"] > 0.5 and ok["memorization_note"] is None  # replayed real images: copies

@@ -6,7 +6,8 @@ import torch
 from pipeline.eval import manifold
 from pipeline.eval.config import EvalSpec, evaluator_key
 from pipeline.eval.manifold import knn_radii, nn_distance, precision_recall
-from pipeline.eval.memorization import MIN_HELDOUT, heldout_mask, is_heldout, memorization_share, threshold
+from pipeline.eval.memorization import (MIN_HELDOUT, MemorizationUndefined, heldout_mask, is_heldout,
+                                       memorization_share, threshold)
 
 
 def _gauss(n, d=8, seed=0, shift=0.0):
@@ -58,17 +59,17 @@ def test_heldout_split_is_a_deterministic_hash_of_the_key():
     assert 0.07 < mask.float().mean() < 0.13
     assert mask[:500].sum() == heldout_mask(keys[:500], 0.1).sum()  # reading fewer images keeps membership
     assert all(is_heldout(k, 0.2) for k, m in zip(keys, mask) if m)  # a larger fraction is a superset
-    with pytest.raises(ValueError, match=f"heldout_fraction=0.1 holds out .* at least {MIN_HELDOUT}"):
-        heldout_mask(keys[:100], 0.1)
 
 
-def test_threshold_is_the_low_quantile_and_refuses_duplicates():
+def test_threshold_is_the_low_quantile_and_refuses_what_cannot_place_it():
     heldout_nn = torch.arange(1, 101, dtype=torch.float32)  # 1..100
-    tau = threshold(heldout_nn)
+    tau = threshold(heldout_nn, fraction=0.1)
     assert tau == pytest.approx(5.95)  # numpy's linear 5% quantile of 1..100
     assert memorization_share(torch.tensor([0.0, 5.0, 5.95, 50.0]), tau) == 0.5  # strictly closer only
-    with pytest.raises(ValueError, match="exact duplicates"):
-        threshold(torch.cat([torch.zeros(10), heldout_nn]))
+    with pytest.raises(MemorizationUndefined, match="exact duplicates"):
+        threshold(torch.cat([torch.zeros(10), heldout_nn]), fraction=0.1)
+    with pytest.raises(MemorizationUndefined, match=f"heldout_fraction=0.1 gives 19 .* at least {MIN_HELDOUT}"):
+        threshold(heldout_nn[:MIN_HELDOUT - 1], fraction=0.1)
 
 
 def test_evaluator_key_pins_the_split_and_the_real_set():
@@ -80,3 +81,5 @@ def test_evaluator_key_pins_the_split_and_the_real_set():
     assert base != evaluator_key(EvalSpec(classifier_steps=10), "m1", 1797)
     with pytest.raises(ValueError, match="heldout_fraction"):
         EvalSpec(heldout_fraction=0.9)
+    with pytest.raises(ValueError, match="num_samples"):
+        EvalSpec(num_samples=3)  # recall's k-NN radii need k + 1 = 4 samples
