@@ -138,12 +138,14 @@ def eval_(
         data_spec = DataSpec(root=data, resolution=side, endpoint_url=endpoint_url)
     with console.status(f"scoring {n} samples of {model_uri} ({extractor} features)"):
         result = GeneratorScorer(spec, data_spec, manifest_sha)(generator, z_dim, seed=seed)
-    q = MEMORIZATION_QUANTILE
+    q, mem = MEMORIZATION_QUANTILE, result["memorization"]
+    memorization = (f"{mem:.4f}  (share of samples closer to a training image than {1 - q:.0%} of "
+                    f"{result['num_heldout']} held-out real images are; about {q} for new images)"
+                    if mem is not None else f"n/a  ({result['memorization_note']})")
     console.print(f"FD  {result['fd']:.4f}\nKID {result['kid']:.5f}\n"
-                  f"precision {result['precision']:.4f}\nrecall {result['recall']:.4f}\n"
-                  f"memorization {result['memorization']:.4f}  (share of samples closer to a training image than "
-                  f"{1 - q:.0%} of {result['num_heldout']} held-out real images are; about {q} for new images)\n"
-                  f"({result['num_samples']} samples, {result['num_real']} real, {result['extractor']} features, key {result['key'][:12]})")
+                  f"precision {result['precision']:.4f}\nrecall {result['recall']:.4f}\nmemorization {memorization}\n"
+                  f"({result['num_samples']} samples, {result['num_real']} real, {result['extractor']} features, key {result['key'][:12]})",
+                  markup=False, highlight=False)
 
 
 from pipeline.ops.cli import register as _register_ops  # noqa: E402  submit/status/logs/stop/jobs, schedule
