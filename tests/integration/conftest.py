@@ -41,23 +41,40 @@ class MlflowServer:
     """A real `mlflow server` process on 127.0.0.1 (SQLite backend, served artifacts), startable
     again on the same port to play an outage. Stopped by process group id."""
 
-    def __init__(self, workdir, port: int):
+    def __init__(self, workdir, port: int, *, artifacts: str | None = None, basic_auth_password: str | None = None,
+                 env: dict[str, str] | None = None):
+        """`artifacts`: where served artifacts go (default a folder in workdir; s3://... needs
+        MLFLOW_S3_ENDPOINT_URL and keys in `env`). `basic_auth_password`: run the basic-auth app with
+        user `admin` and this password (clients use MLFLOW_TRACKING_USERNAME/PASSWORD)."""
         self.workdir, self.port = workdir, port
         self.uri = f"http://127.0.0.1:{port}"
+        self.artifacts = artifacts or f"{workdir}/artifacts"
+        self.basic_auth_password = basic_auth_password
+        self.env = env or {}
         self.proc = None
 
     def start(self, timeout: float = 60.0) -> None:
         import subprocess
         import sys
         import time
+        import urllib.error
         import urllib.request
 
         mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
+        args = [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+                "--backend-store-uri", f"sqlite:///{self.workdir}/mlflow.db", "--artifacts-destination", self.artifacts]
+        # No GenAI job runner (a dozen huey consumer processes): nothing here uses it, and 2 cores are few.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
+        if self.basic_auth_password is not None:
+            ini = f"{self.workdir}/basic_auth.ini"
+            with open(ini, "w") as f:  # the password itself goes by environment, never into a file
+                f.write(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{self.workdir}/basic_auth.db\n"
+                        "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            args += ["--app-name", "basic-auth"]
+            env.update(MLFLOW_AUTH_CONFIG_PATH=ini, MLFLOW_AUTH_ADMIN_PASSWORD=self.basic_auth_password)
+            env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", uuid.uuid4().hex)  # CSRF key the auth app requires
         self.proc = subprocess.Popen(
-            [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.workdir}/mlflow.db",
-             "--artifacts-destination", f"{self.workdir}/artifacts"],
-            stdout=open(f"{self.workdir}/server.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            args, env=env, stdout=open(f"{self.workdir}/server.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -65,6 +82,10 @@ class MlflowServer:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as r:
                     if r.status == 200:
                         return
+            except urllib.error.HTTPError as e:  # basic-auth answers 401 once it is up
+                if e.code == 401:
+                    return
+                time.sleep(0.3)
             except OSError:
                 time.sleep(0.3)
         self.stop()
