@@ -20,9 +20,9 @@ from pipeline.data.stream import make_batches
 from pipeline.eval.config import EvalSpec
 from pipeline.eval.scorer import GeneratorScorer
 from pipeline.spec import load_job
-from pipeline.train.loop import GanStep, unwrap
+from pipeline.train.build import build_parts
 from pipeline.train.regularization import Regularization
-from pipeline.train.worker import build_parts
+from pipeline.train.step import GanStep, unwrap
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def run(job: Path, *, data: str, steps: int, batch: int, eval_at: list[int], sco
     spec = load_job(job, overrides)
     regs = Regularization.from_specs(spec.regularization)
     torch.manual_seed(spec.train.seed)
-    parts = build_parts(spec, regs, "cpu", wrap=lambda m: m)
+    parts = build_parts(spec.model, spec.optim, resolution=spec.data.resolution, regs=regs, device="cpu")
     step_fn = GanStep(parts, loss=spec.loss.kind, regs=regs, global_batch=batch, z_dim=spec.model.z_dim, seed=spec.train.seed)
     batches = iter(make_batches(spec.data, rank=0, world_size=1, batch_size=batch, seed=spec.train.seed))
     fd, train_s = {}, 0.0

@@ -36,11 +36,13 @@ def train(
     job: Path = typer.Argument(..., help="Job spec YAML (see jobs/)."),
     set_: List[str] = typer.Option([], "--set", help="Override a field: --set train.steps=50 (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved spec and exit; starts nothing."),
-    name: Optional[str] = typer.Option(None, help="Ray Train run name; reuse one to resume its last checkpoint."),
+    name: Optional[str] = typer.Option(None, help="Name of the new run (default: job name, time and a random suffix); an existing one is refused."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN", help="Continue this unfinished run (see `ganpipe runs`): same MLflow run and checkpoints."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: spec, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Train a GAN job on Ray (local instance, or the cluster at $RAY_ADDRESS) and register its generator."""
+    """Train a GAN job on Ray (local instance, or the cluster at $RAY_ADDRESS) and register its generator.
+    Ctrl-C stops it, marks the MLflow run KILLED and prints the command that resumes it."""
     from pipeline.data.errors import DataError
     from pipeline.spec import SpecError, load_job
 
@@ -56,15 +58,18 @@ def train(
     from ray.train import TrainingFailedError
 
     from pipeline.tracking.publish import RegistrationPending
-    from pipeline.train.launch import SchedulingError
+    from pipeline.train.launch import SchedulingError, TrainingInterrupted
     from pipeline.train.launch import train as run_training
+    from pipeline.train.runs import ResumeError
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # the progress bar and summary say it all
 
     try:
-        out = run_training(spec, run_name=name, tracking_uri=tracking_uri, show_progress=progress)
-    except (DataError, SchedulingError, RegistrationPending) as e:
+        out = run_training(spec, run_name=name, resume=resume, tracking_uri=tracking_uri, show_progress=progress)
+    except (DataError, SchedulingError, RegistrationPending, ResumeError) as e:
         _fail(str(e))
+    except TrainingInterrupted as e:
+        _interrupted(e, _resume_command(job, set_, tracking_uri, e.run_name))
     except TrainingFailedError as e:  # the workers' own traceback is in the message; ours adds nothing
         _fail(f"training failed: {e}")
     champion = " (alias champion)" if out.became_champion else ""
@@ -72,6 +77,60 @@ def train(
     console.print(f"  MLflow run      {out.run_id}  at {out.tracking_uri}")
     console.print(f"  checkpoint      {out.checkpoint_path}")
     console.print(f"  registered      models:/{spec.tracking.registered_model}/{out.model_version}{champion}")
+
+
+def _resume_command(job: Path, sets: List[str], tracking_uri: Optional[str], run_name: str) -> str:
+    """The exact command line that continues `run_name` (same job file, overrides and store)."""
+    import shlex
+    import sys
+
+    prog = ["ganpipe"] if Path(sys.argv[0]).name == "ganpipe" else [sys.executable, "-m", "pipeline"]
+    args = [*prog, "train", str(job), *[a for s in sets for a in ("--set", s)]]
+    args += ["--tracking-uri", tracking_uri] if tracking_uri else []
+    return shlex.join([*args, "--resume", run_name])
+
+
+def _interrupted(e, command: str) -> None:
+    where = f"step {e.checkpoint_step} of {e.steps}" if e.checkpoint_step is not None else f"none yet (a resume starts at step 0 of {e.steps})"
+    err.print(f"[bold yellow]interrupted:[/] workers stopped; MLflow run {e.run_id} marked KILLED", highlight=False)
+    err.print(f"  last checkpoint  {where}", highlight=False)
+    err.print(f"  resume with      {command}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(130)  # the shell's code for "ended by SIGINT"
+
+
+@app.command()
+def runs(
+    job: Path = typer.Argument(..., help="Job spec YAML: its name, MLflow experiment and checkpoint storage say where to look."),
+    set_: List[str] = typer.Option([], "--set", help="The same overrides as the runs were started with."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: spec, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)."),
+    all_: bool = typer.Option(False, "--all", help="Also list finished runs."),
+) -> None:
+    """List the job's runs that can be resumed (not FINISHED), with their last checkpoint and the resume command."""
+    from rich.table import Table
+
+    from pipeline.spec import SpecError, load_job
+    from pipeline.tracking.run import resolve_tracking_uri
+    from pipeline.train.runs import list_runs
+
+    try:
+        spec = load_job(job, set_)
+    except SpecError as e:
+        _fail(str(e))
+    uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri)
+    records = list_runs(spec, uri, include_finished=all_)
+    if not records:
+        console.print(f"no {'' if all_ else 'resumable '}runs of job {spec.name!r} in experiment {spec.tracking.experiment!r} at {uri}")
+        return
+    table = Table("run", "MLflow status", "last checkpoint", "started", "MLflow run id", box=None)
+    for r in records:
+        step = "none" if r.checkpoint_step is None else f"step {r.checkpoint_step}" + (f" of {r.steps}" if r.steps else "")
+        table.add_row(r.run_name, r.status, step, r.started, r.run_id)
+    console.print(table)
+    # RUNNING may also be a run whose driver is alive elsewhere: resume only one you know has stopped.
+    console.print("RUNNING: the driver is alive or died without a word; resume only a run you know has stopped.")
+    for r in records:
+        if r.status != "FINISHED":
+            console.print(_resume_command(job, set_, tracking_uri, r.run_name), markup=False, highlight=False)
 
 
 @app.command()

@@ -25,6 +25,7 @@ from pipeline.gan.config import (
     OptimSpec,
     Regularizer,
     check_regularization,
+    check_resolution,
 )
 
 
@@ -94,6 +95,7 @@ class JobSpec(Frozen):
                 f" scaling.num_workers ({workers})"
             )
         check_regularization(self.regularization, self.loss.kind)
+        check_resolution(self.model.kind, self.data.resolution)  # here, not discovered inside the workers
         if self.scaling.precision == "bf16" and not self.scaling.use_gpu:
             raise ValueError("scaling.precision bf16 needs scaling.use_gpu: true")
         return self

@@ -15,8 +15,10 @@ probability p, and steers p so that D stays just-so overfitted: r_t = E[sign(D(r
 that cannot tell real from fake and → 1 for one that memorised the training set; p rises while
 r_t > target (0.6) and falls otherwise. The transforms here are DiffAugment's, not ADA's 18-op pipeline.
 
-All randomness comes from `generator` when given. Draws are made on the generator's device and moved to
-the images' device, so a CPU generator also drives CUDA images.
+All randomness comes from `generator` when given: a torch.Generator, or a SliceOfGlobalBatch (what the
+training step passes) whose draws are this rank's rows of draws made for the whole global batch, so that
+1 worker × B and 2 workers × B/2 augment every sample alike. Draws are made on the generator's device and
+moved to the images' device, so a CPU generator also drives CUDA images.
 """
 
 from __future__ import annotations
@@ -33,15 +35,45 @@ POLICIES = ("color", "translation", "cutout")
 # -- random draws ---------------------------------------------------------------------------------
 
 
-def _uniform(x: Tensor, low: float, high: float, generator: torch.Generator | None) -> Tensor:
+class SliceOfGlobalBatch:
+    """Draws for rows [rank·n, (rank+1)·n) of a batch split evenly over `world` ranks: each draw of n
+    rows makes n·world rows from `generator` and keeps this rank's. Every rank then consumes the
+    generator identically, and a sample gets the same numbers whatever the worker count."""
+
+    def __init__(self, generator: torch.Generator, *, rank: int, world: int):
+        self.generator, self.rank, self.world = generator, rank, world
+
+    @property
+    def device(self) -> torch.device:
+        return self.generator.device
+
+    def _rows(self, full: Tensor, n: int) -> Tensor:
+        return full[self.rank * n : (self.rank + 1) * n]
+
+    def rand(self, n: int, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
+        return self._rows(torch.rand(n * self.world, *shape, generator=self.generator, device=self.device, dtype=dtype), n)
+
+    def randint(self, low: int, high: int, n: int) -> Tensor:
+        return self._rows(torch.randint(low, high, (n * self.world,), generator=self.generator, device=self.device), n)
+
+
+Draws = torch.Generator | SliceOfGlobalBatch | None  # where a transform takes its random numbers
+
+
+def _uniform(x: Tensor, low: float, high: float, generator: Draws) -> Tensor:
     """One U(low, high) per sample, shaped (N, 1, 1, 1) to broadcast over C, H, W."""
-    device = generator.device if generator is not None else x.device
-    u = torch.rand(x.shape[0], 1, 1, 1, generator=generator, device=device, dtype=x.dtype)
+    if isinstance(generator, SliceOfGlobalBatch):
+        u = generator.rand(x.shape[0], 1, 1, 1, dtype=x.dtype)
+    else:
+        device = generator.device if generator is not None else x.device
+        u = torch.rand(x.shape[0], 1, 1, 1, generator=generator, device=device, dtype=x.dtype)
     return (low + (high - low) * u).to(x.device)
 
 
-def _randint(x: Tensor, low: int, high: int, generator: torch.Generator | None) -> Tensor:
+def _randint(x: Tensor, low: int, high: int, generator: Draws) -> Tensor:
     """One integer in [low, high) per sample, shaped (N,)."""
+    if isinstance(generator, SliceOfGlobalBatch):
+        return generator.randint(low, high, x.shape[0]).to(x.device)
     device = generator.device if generator is not None else x.device
     return torch.randint(low, high, (x.shape[0],), generator=generator, device=device).to(x.device)
 
@@ -49,21 +81,21 @@ def _randint(x: Tensor, low: int, high: int, generator: torch.Generator | None) 
 # -- the transforms (each: images (N, C, H, W) in, same shape out, differentiable in x) --------------
 
 
-def brightness(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def brightness(x: Tensor, generator: Draws = None) -> Tensor:
     return x + _uniform(x, -0.5, 0.5, generator)
 
 
-def saturation(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def saturation(x: Tensor, generator: Draws = None) -> Tensor:
     mean = x.mean(dim=1, keepdim=True)
     return (x - mean) * _uniform(x, 0.0, 2.0, generator) + mean
 
 
-def contrast(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def contrast(x: Tensor, generator: Draws = None) -> Tensor:
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return (x - mean) * _uniform(x, 0.5, 1.5, generator) + mean
 
 
-def translation(x: Tensor, generator: torch.Generator | None = None, ratio: float = 0.125) -> Tensor:
+def translation(x: Tensor, generator: Draws = None, ratio: float = 0.125) -> Tensor:
     """Shift each image by its own (dy, dx), |d| ≤ ⌊size·ratio + ½⌋, filling with zeros."""
     n, _, h, w = x.shape
     max_dy, max_dx = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -80,7 +112,7 @@ def translation(x: Tensor, generator: torch.Generator | None = None, ratio: floa
     return padded.permute(0, 2, 3, 1)[batch, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
 
 
-def cutout(x: Tensor, generator: torch.Generator | None = None, ratio: float = 0.5) -> Tensor:
+def cutout(x: Tensor, generator: Draws = None, ratio: float = 0.5) -> Tensor:
     """Zero a square of side ⌊size·ratio + ½⌋ centred at a random pixel (clipped at the borders)."""
     n, _, h, w = x.shape
     size_y, size_x = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -112,7 +144,7 @@ def _check(policies: Sequence[str]) -> None:
         raise ValueError(f"unknown augmentation policies {unknown}; expected some of {POLICIES}")
 
 
-def diff_augment(x: Tensor, policies: Sequence[str], *, generator: torch.Generator | None = None) -> Tensor:
+def diff_augment(x: Tensor, policies: Sequence[str], *, generator: Draws = None) -> Tensor:
     """DiffAugment: every transform of every policy, in the order given, to every sample."""
     _check(policies)
     for policy in policies:
@@ -125,7 +157,7 @@ def augment_with_probability(
     x: Tensor,
     p: float,
     policies: Sequence[str],
-    generator: torch.Generator | None = None,
+    generator: Draws = None,
 ) -> Tensor:
     """ADA-style: each transform is applied to each sample independently with probability p.
 
@@ -162,7 +194,7 @@ class AdaController:
         self.interval = interval
         self.p = float(p)
         self._sign_sum: Tensor | None = None  # kept on the logits' device: no host sync per step
-        self._count: Tensor | None = None
+        self._count = 0  # samples observed: a host number (it is known there), never a device copy
         self._device = torch.device("cpu")  # where the logits live; the collective runs there
 
     def is_due(self, step: int) -> bool:
@@ -174,11 +206,8 @@ class AdaController:
         """Accumulate sign(D(real)) from one D step."""
         self._device = real_logits.device
         signs = real_logits.detach().sign().double().sum()
-        count = torch.tensor(float(real_logits.numel()), dtype=torch.float64, device=real_logits.device)
-        if self._sign_sum is None or self._count is None:
-            self._sign_sum, self._count = signs, count
-        else:
-            self._sign_sum, self._count = self._sign_sum + signs, self._count + count
+        self._sign_sum = signs if self._sign_sum is None else self._sign_sum + signs
+        self._count += real_logits.numel()
 
     @torch.no_grad()
     def update(
@@ -191,14 +220,13 @@ class AdaController:
         Every rank must call this at the same steps (it may run a collective). With no observation
         anywhere, p is left as it is and r_t is NaN.
         """
-        if self._sign_sum is None or self._count is None:
-            stats = torch.zeros(2, dtype=torch.float64, device=self._device)
-        else:
-            stats = torch.stack([self._sign_sum, self._count]).to(self._device)
+        sign_sum = self._sign_sum if self._sign_sum is not None else torch.zeros((), dtype=torch.float64, device=self._device)
+        # The count joins the signs as a fill on their device (no host → device copy), once per interval.
+        stats = torch.stack([sign_sum.to(self._device), torch.full((), float(self._count), dtype=torch.float64, device=self._device)])
         if all_reduce is not None:
             stats = all_reduce(stats)
         sign_sum, count = stats.tolist()
-        self._sign_sum = self._count = None
+        self._sign_sum, self._count = None, 0
         if count == 0:
             return self.p, float("nan")
         r_t = sign_sum / count
@@ -208,11 +236,20 @@ class AdaController:
         return self.p, r_t
 
     def state_dict(self) -> dict[str, Any]:
-        # Only p. The signs of a part-done interval are per rank while a checkpoint is written by rank 0
-        # alone: restoring rank 0's partial sum on every rank would count it world-size times. Losing
-        # under one interval of observations on resume costs nothing measurable.
+        """p, the same on every rank. The observations of a part-done interval differ per rank: they
+        are in `rank_state`, which each rank saves and restores for itself."""
         return {"p": self.p}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.p = float(state["p"])
-        self._sign_sum = self._count = None
+        self._sign_sum, self._count = None, 0
+
+    def rank_state(self) -> dict[str, Any]:
+        """This rank's observations since the last update (a host sync: call at checkpoints only)."""
+        return {"sign_sum": None if self._sign_sum is None else float(self._sign_sum), "count": self._count}
+
+    def load_rank_state(self, state: dict[str, Any], *, device: torch.device | str = "cpu") -> None:
+        s = state["sign_sum"]
+        self._device = torch.device(device)
+        self._sign_sum = None if s is None else torch.tensor(s, dtype=torch.float64, device=device)
+        self._count = int(state["count"])

@@ -23,9 +23,28 @@ class ModelSpec(Frozen):
     # Base channel width: the seed's DCGAN is width 64 (G 256→128→64, D 64→128).
     g_width: int = Field(64, ge=1)
     d_width: int = Field(64, ge=1)
-    # BatchNorm in G as in the seed; "none" for exact DDP-equivalence runs.
+    # BatchNorm in G as in the seed.
     g_norm: Literal["batch", "none"] = "batch"
+    # G's batch norm uses the statistics of the global batch when there are several workers (SyncBatchNorm
+    # on GPU, all-reduced moments on CPU), so the result does not depend on the worker count; false keeps
+    # per-rank statistics (one collective less per BN layer and forward, worker-count-dependent maths).
+    sync_batch_norm: bool = True
     d_dropout: float = Field(0.3, ge=0, lt=1)
+
+
+# The smallest image side each model is built for (a power of two at least this): the DCGAN reshapes
+# to 8×8 and needs one stride-2 stage after it; SNGAN's ResNet D downsamples once before its 8×8 blocks.
+MIN_RESOLUTION = {"dcgan": 16, "resnet": 16}
+
+
+def check_resolution(kind: str, resolution: int) -> None:
+    """The model kind can be built at this image side; raise ValueError naming both fields."""
+    smallest = MIN_RESOLUTION[kind]
+    if resolution < smallest or resolution & (resolution - 1):
+        raise ValueError(
+            f"data.resolution {resolution}: model.kind {kind} needs a power of two >= {smallest}"
+            f" ({', '.join(str(smallest << i) for i in range(4))}, ...)"
+        )
 
 
 class LossSpec(Frozen):

@@ -65,14 +65,14 @@ class LeCamAnchors:
     ) -> tuple[Tensor, Tensor]:
         """Fold this step's mean logits into the anchors; returns (α_R, α_F)."""
         # [Σ real, n real, Σ fake, n fake] in float64, summed over ranks in one collective, so the
-        # means are over the global batch even when the ranks' batches differ in size.
+        # means are over the global batch even when the ranks' batches differ in size. The counts are
+        # host numbers written as fills on the logits' device: torch.tensor(n, device=cuda) would be a
+        # host → device copy, a sync with the GPU at every step.
+        def count(t: Tensor) -> Tensor:
+            return torch.full((), float(t.numel()), dtype=torch.float64, device=real_logits.device)
+
         stats = torch.stack(
-            [
-                real_logits.detach().double().sum(),
-                torch.tensor(float(real_logits.numel()), dtype=torch.float64, device=real_logits.device),
-                fake_logits.detach().double().sum(),
-                torch.tensor(float(fake_logits.numel()), dtype=torch.float64, device=real_logits.device),
-            ]
+            [real_logits.detach().double().sum(), count(real_logits), fake_logits.detach().double().sum(), count(fake_logits)]
         )
         if all_reduce is not None:
             stats = all_reduce(stats)

@@ -6,13 +6,13 @@ from pathlib import Path
 from torch import nn
 
 from pipeline.spec import JobSpec
+from pipeline.train.build import build_networks
 from pipeline.train.regularization import Regularization
-from pipeline.train.state import load_meta, load_state
-from pipeline.train.worker import build_networks
+from pipeline.train.state import TrainState, load_meta
 
 
 def generator_from_checkpoint(directory: str | Path, spec: JobSpec) -> tuple[nn.Module, dict]:
-    state = load_state(directory)
-    G, _ = build_networks(spec, Regularization.from_specs(spec.regularization))
-    G.load_state_dict(state.get("ema", state["G"]))  # EMA.state_dict() is the averaged module's state dict
+    state = TrainState.load(directory)
+    G, _ = build_networks(spec.model, resolution=spec.data.resolution, regs=Regularization.from_specs(spec.regularization))
+    G.load_state_dict(state.ema if state.ema is not None else state.G)  # EMA.state_dict() is the averaged module's
     return G.eval(), load_meta(directory)

@@ -50,11 +50,12 @@ def storage(spec: JobSpec) -> tuple[str, object | None]:
     return path.removeprefix("s3://"), fs
 
 
-def _init_ray(start_timeout_s: float) -> None:
+def _init_ray(start_timeout_s: float) -> bool:
+    """Connect to $RAY_ADDRESS or start a local Ray; True when this call did it (and so may stop it)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     ray.init(
         address=os.environ.get("RAY_ADDRESS"),  # unset: a local instance for this process
         logging_level=logging.ERROR,
@@ -65,6 +66,7 @@ def _init_ray(start_timeout_s: float) -> None:
         # controller, an actor of this job, reads its worker-group start timeout from here.
         runtime_env={"env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(start_timeout_s)}},
     )
+    return True
 
 
 def with_absolute_paths(spec: JobSpec) -> JobSpec:
@@ -75,33 +77,100 @@ def with_absolute_paths(spec: JobSpec) -> JobSpec:
     return spec.model_copy(update={"data": spec.data.model_copy(update={"root": str(Path(root).expanduser().resolve())})})
 
 
-def train(spec: JobSpec, *, run_name: str | None = None, tracking_uri: str | None = None, show_progress: bool = True) -> TrainOutcome:
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the workers are stopped, the MLflow run is marked KILLED, and this
+    says where a resume (`ganpipe train JOB --resume RUN`) would start."""
+
+    def __init__(self, *, run_name: str, run_id: str, checkpoint_step: int | None, steps: int):
+        super().__init__(run_name)
+        self.run_name, self.run_id, self.checkpoint_step, self.steps = run_name, run_id, checkpoint_step, steps
+
+
+def train(spec: JobSpec, *, run_name: str | None = None, resume: str | None = None, tracking_uri: str | None = None,
+          show_progress: bool = True, record_keys: str | None = None) -> TrainOutcome:
+    """Train `spec` as a new run (`run_name`, default unique), or continue the unfinished run `resume`:
+    the same MLflow run and checkpoint folder, from its last registered checkpoint. `record_keys`: a
+    folder where every rank writes the keys of the samples it trains on (audits, tests)."""
     from pipeline.data.manifest import check_shards, load_manifest
+    from pipeline.train import runs
+    from pipeline.train.worker_config import WorkerConfig
 
     spec = with_absolute_paths(spec)
     check_shards(spec.data)  # missing or mismatched shards: a clear error before Ray starts
     _, manifest_sha = load_manifest(spec.data.root, spec.data.endpoint_url)
     tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri)
-    # Unique by default: Ray resumes a (storage_path, name) pair even after success.
-    run_name = run_name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_id = open_run(
-        tracking_uri=tracking_uri, experiment=spec.tracking.experiment, run_name=run_name,
-        tags={names.JOB: spec.name, names.DATA_SHA256: manifest_sha, names.SPEC_SHA256: spec.sha256()},
-        resolved_spec=spec.model_dump(mode="json"),
-    )
+    if resume is not None:
+        if run_name not in (None, resume):
+            raise runs.ResumeError(f"--resume {resume} continues that run under its own name; drop --name {run_name}")
+        run_name = resume
+        run_id = runs.reopen(spec, tracking_uri, resume, manifest_sha=manifest_sha)
+    else:
+        run_name = run_name or runs.new_run_name(spec)
+        if runs.run_folder_exists(spec, run_name):
+            # Ray Train would silently continue that folder's last checkpoint under a new MLflow run.
+            raise runs.ResumeError(
+                f"run {run_name!r} already exists in {spec.checkpoint.storage_path}; continue it with "
+                f"--resume {run_name}, or choose another --name"
+            )
+        run_id = open_run(
+            tracking_uri=tracking_uri, experiment=spec.tracking.experiment, run_name=run_name,
+            tags={names.JOB: spec.name, names.DATA_SHA256: manifest_sha, names.SPEC_SHA256: spec.sha256()},
+            resolved_spec=spec.model_dump(mode="json"),
+        )
     storage_path, fs = storage(spec)
-    _init_ray(spec.scaling.start_timeout_s)
-    worker_config = {"spec": spec.model_dump(mode="json"), "tracking_uri": tracking_uri, "run_id": run_id, "manifest_sha256": manifest_sha}
+    started_ray = _init_ray(spec.scaling.start_timeout_s)
+    worker_config = WorkerConfig(
+        spec=spec.model_dump(mode="json"), tracking_uri=tracking_uri, run_id=run_id, manifest_sha256=manifest_sha,
+        record_keys=record_keys,
+    ).as_dict()
     try:
         result = _fit(spec, worker_config, run_name=run_name, storage_path=storage_path, fs=fs, show_progress=show_progress)
+    except KeyboardInterrupt:
+        end_run(tracking_uri, run_id, "KILLED")
+        if started_ray:  # our local Ray: stop it, and the workers with it, now rather than at exit
+            import ray
+
+            ray.shutdown()
+        raise TrainingInterrupted(run_name=run_name, run_id=run_id, steps=spec.train.steps,
+                                  checkpoint_step=runs.last_checkpoint_step(spec, run_name)) from None
     except BaseException as e:
         end_run(tracking_uri, run_id, "FAILED")
-        if (shortfall := _unschedulable(spec)) is not None:
-            raise SchedulingError(shortfall) from e
+        if _scheduling_failure(e):
+            raise SchedulingError(_unschedulable(spec) or _busy(spec)) from e
         raise
     version, champion, model_uri = _publish(result, spec, run_id=run_id, tracking_uri=tracking_uri, manifest_sha=manifest_sha)
     end_run(tracking_uri, run_id, "FINISHED")
     return TrainOutcome(run_id, run_name, tracking_uri, result.checkpoint.path, version, champion, model_uri)
+
+
+def _scheduling_failure(error: BaseException) -> bool:
+    """Whether Ray Train gave up because the worker group could not be placed (start-up timeout,
+    resources the cluster lacks), rather than because training itself failed."""
+    from ray.train.v2._internal.exceptions import InsufficientClusterResourcesError, WorkerGroupStartupTimeoutError
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, (WorkerGroupStartupTimeoutError, InsufficientClusterResourcesError)):
+            return True
+        todo += [e.__cause__, e.__context__, getattr(e, "controller_failure", None)]
+    return False
+
+
+def _busy(spec: JobSpec) -> str:
+    """The shortfall message when the cluster is big enough but its resources were taken."""
+    import ray
+
+    s = spec.scaling
+    return (
+        f"scaling: {s.num_workers} workers × {dict(s.resources_per_worker)} did not start within "
+        f"{s.start_timeout_s:.0f} s; the cluster has them in total but not free now (available: "
+        f"{ray.available_resources()}); retry when other work ends, or raise scaling.start_timeout_s"
+    )
 
 
 def _publish(result, spec: JobSpec, *, run_id: str, tracking_uri: str, manifest_sha: str) -> tuple[str, bool, str]:

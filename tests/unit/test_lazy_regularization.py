@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from pipeline.spec import parse_job
-from pipeline.train.loop import GanStep
+from pipeline.train.build import build_parts
 from pipeline.train.regularization import Regularization
-from pipeline.train.worker import build_parts
+from pipeline.train.step import GanStep
 
 
 def _spec(every: int, gamma: float = 1.0):
@@ -26,7 +26,7 @@ def _spec(every: int, gamma: float = 1.0):
 def _step_fn(spec):
     regs = Regularization.from_specs(spec.regularization)
     torch.manual_seed(0)
-    parts = build_parts(spec, regs, "cpu", wrap=lambda m: m)
+    parts = build_parts(spec.model, spec.optim, resolution=spec.data.resolution, regs=regs, device="cpu")
     return parts, GanStep(parts, loss="nonsaturating", regs=regs, global_batch=4, z_dim=8)
 
 

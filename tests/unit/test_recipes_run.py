@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from pipeline.spec import load_job
-from pipeline.train.loop import GanStep, unwrap
+from pipeline.train.build import build_parts
 from pipeline.train.regularization import Regularization
-from pipeline.train.worker import build_parts
+from pipeline.train.step import GanStep, unwrap
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_STATS = {"r1": "reg/r1", "r2": "reg/r2", "wgan_gp": "reg/wgan_gp", "lecam": "reg/lecam", "ema": "ema/beta", "adaptive_augment": "ada/p"}
@@ -19,7 +19,7 @@ def test_job_step_runs(job):
     spec = load_job(job, ["model.g_width=4", "model.d_width=4", "train.global_batch=4", "scaling.num_workers=1", "data.resolution=16"])
     regs = Regularization.from_specs(spec.regularization)
     torch.manual_seed(0)
-    parts = build_parts(spec, regs, "cpu", wrap=lambda m: m)
+    parts = build_parts(spec.model, spec.optim, resolution=spec.data.resolution, regs=regs, device="cpu")
     step = GanStep(parts, loss=spec.loss.kind, regs=regs, global_batch=4, z_dim=spec.model.z_dim)
     before = [p.detach().clone() for p in unwrap(parts.G).parameters()]
     seen = {}

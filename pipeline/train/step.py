@@ -1,15 +1,23 @@
-"""One training step: D's main phase, D's lazy reg phase when due, G's phase, then the EMA.
+"""One GAN step: D's main phase, D's lazy reg phase when due, G's phase, then the EMA and ADA.
 
 Under DDP (two separately wrapped modules, G and D):
 - D's phase makes fakes with the *unwrapped* G under no_grad: no backward will follow, so G's
   reducer must not expect one. Reals and fakes go through D in one forward (D has no batch norm,
-  so concatenating changes nothing but the cost).
+  so concatenating changes nothing but the cost). Augmentation is drawn for reals and fakes apart.
 - G's phase runs the *unwrapped* D with its parameters frozen: the gradient reaches the fakes and G's
   DDP reducer all-reduces G's gradients; D's reducer is not involved and D gets no stale gradients.
 - Gradient penalties take ∂D/∂x with autograd.grad(create_graph=True) and an ordinary backward
   (see pipeline/gan/penalties.py for why the `logits * 0` term is there).
 Every rank runs the same phases in the same order (the schedule depends on the step alone), so the
 collectives line up.
+
+Randomness, and why the result does not depend on the worker count or on a resume:
+- z, WGAN-GP's ε and every augmentation draw come from a generator reseeded by (seed, step, stream)
+  on the batch's device (no host → device copy per step), drawn for the whole global batch and
+  sliced by rank: 1 × B and 2 × B/2 see the same numbers, a resumed run the same again, and there
+  is no generator state to checkpoint.
+- D's dropout draws from torch's global RNG, per rank by nature; the checkpoint keeps that state
+  for every rank (train/state.py).
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.gan.augment import augment_with_probability, diff_augment
+from pipeline.gan.augment import SliceOfGlobalBatch, augment_with_probability, diff_augment
 from pipeline.gan.lecam import lecam_penalty
 from pipeline.gan.losses import d_loss, g_loss
 from pipeline.gan.penalties import r1_penalty, r2_penalty, wgan_gp_penalty
@@ -45,6 +53,10 @@ class GanParts:
     lecam: object | None = None        # pipeline.gan.lecam.LeCamAnchors
 
 
+# Streams of (seed, step)-seeded draws; each call site has its own, so adding one never shifts another.
+Z_D, Z_G, WGAN_EPS, AUG_REAL, AUG_FAKE, AUG_G, AUG_R1, AUG_R2, AUG_GP = range(9)
+
+
 class GanStep:
     def __init__(
         self,
@@ -56,7 +68,6 @@ class GanStep:
         z_dim: int,
         all_reduce: AllReduce | None = None,
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-        generator: torch.Generator | None = None,
         rank: int = 0,
         seed: int = 0,
     ):
@@ -64,37 +75,49 @@ class GanStep:
         self.global_batch, self.z_dim = global_batch, z_dim
         self.all_reduce = all_reduce
         self.autocast = autocast
-        self.generator = generator  # per-rank randomness of augmentation and WGAN-GP's ε
         self.every = regs.lazy_every
         self.rank, self.seed = rank, seed
+        self._generators: dict[torch.device, torch.Generator] = {}
         # Resolved once, not per step: which augmentation (if any) every image D sees goes through.
         self._diffaugment, self._ada = regs.get("diffaugment"), regs.get("adaptive_augment")
         self._lecam = regs.get("lecam")
 
-    def _global_draw(self, step: int, stream: int, n: int, *shape: int, normal: bool) -> Tensor:
-        """This rank's slice of random numbers drawn for the whole global batch, seeded by (seed, step,
+    def _rng(self, step: int, stream: int, device: torch.device) -> torch.Generator:
+        """The generator of (seed, step, stream), on `device`: reseeding is host-side, no sync."""
+        device = torch.device(device)
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device)
+        return self._generators[device].manual_seed((self.seed * 1_000_003 + step) * 16 + stream)
+
+    def _global_draw(self, step: int, stream: int, n: int, *shape: int, normal: bool, device=None) -> Tensor:
+        """This rank's n rows of random numbers drawn for the whole global batch, seeded by (seed, step,
         stream): the same numbers whatever the worker count (1 × B and 2 × B/2 see the same z), and the
         same again on a resumed run."""
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 4 + stream)
+        device = torch.device("cpu") if device is None else torch.device(device)
         draw = torch.randn if normal else torch.rand
-        full = draw(self.global_batch, *shape, generator=g)
+        full = draw(self.global_batch, *shape, generator=self._rng(step, stream, device), device=device)
         return full[self.rank * n : (self.rank + 1) * n]
 
     # -- augmentation, applied to every image D sees (reals and fakes alike) --------------------------
-    def augment(self, x: Tensor) -> Tensor:
+    def augment(self, x: Tensor, step: int, stream: int) -> Tensor:
+        if self._diffaugment is None and (self._ada is None or self.p.ada is None):
+            return x
+        world = self.global_batch // len(x)
+        draws = SliceOfGlobalBatch(self._rng(step, stream, x.device), rank=self.rank, world=world)
         if self._diffaugment is not None:
-            return diff_augment(x, self._diffaugment.policies, generator=self.generator)
-        if self._ada is not None and self.p.ada is not None:
-            return augment_with_probability(x, self.p.ada.p, self._ada.policies, generator=self.generator)
-        return x
+            return diff_augment(x, self._diffaugment.policies, generator=draws)
+        return augment_with_probability(x, self.p.ada.p, self._ada.policies, generator=draws)
 
-    def _d(self, x: Tensor) -> Tensor:
-        return self.p.D(self.augment(x))
+    def _d(self, step: int, stream: int) -> Callable[[Tensor], Tensor]:
+        """D after this call site's augmentation: what the gradient penalties differentiate."""
+        return lambda x: self.p.D(self.augment(x, step, stream))
 
     def __call__(self, step: int, real: Tensor) -> dict[str, Tensor | float]:
         n, device = len(real), real.device
-        z_d = self._global_draw(step, 0, n, self.z_dim, normal=True).to(device, real.dtype)
-        z_g = self._global_draw(step, 1, n, self.z_dim, normal=True).to(device, real.dtype)
+        if self.global_batch % n:
+            raise ValueError(f"a batch of {n} does not divide the global batch {self.global_batch}")
+        z_d = self._global_draw(step, Z_D, n, self.z_dim, normal=True, device=device).to(real.dtype)
+        z_g = self._global_draw(step, Z_G, n, self.z_dim, normal=True, device=device).to(real.dtype)
         stats: dict[str, Tensor | float] = {}
         fake = self.d_main(step, real, z_d, stats)
         if self.every > 1 and step % self.every == 0:
@@ -112,7 +135,8 @@ class GanStep:
         with torch.no_grad(), self.autocast():
             fake = unwrap(self.p.G)(z).to(real.dtype)  # back from bf16 when autocasting
         with self.autocast():
-            logits = self._d(torch.cat([real, fake])).to(real.dtype)
+            seen = torch.cat([self.augment(real, step, AUG_REAL), self.augment(fake, step, AUG_FAKE)])
+            logits = self.p.D(seen).to(real.dtype)
         real_logits, fake_logits = logits[: len(real)], logits[len(real):]
         adv = d_loss(self.loss, real_logits, fake_logits)
         loss = adv
@@ -158,14 +182,14 @@ class GanStep:
         w = strength(r.weight, step)
         with self.autocast():
             if r.kind == "r1":
-                pen, logits = r1_penalty(self._d, real)
+                pen, logits = r1_penalty(self._d(step, AUG_R1), real)
                 scale = w / 2  # R1 is conventionally γ/2·E‖∇D‖²
             elif r.kind == "r2":
-                pen, logits = r2_penalty(self._d, fake)
+                pen, logits = r2_penalty(self._d(step, AUG_R2), fake)
                 scale = w / 2
             else:
-                eps = self._global_draw(step, 2, len(real), normal=False)
-                pen, logits = wgan_gp_penalty(self._d, real, fake, eps=eps)
+                eps = self._global_draw(step, WGAN_EPS, len(real), normal=False, device=real.device)
+                pen, logits = wgan_gp_penalty(self._d(step, AUG_GP), real, fake, eps=eps)
                 scale = w
         stats[f"reg/{r.kind}"] = pen.detach()
         stats[f"reg/{r.kind}_weight"] = w
@@ -178,7 +202,7 @@ class GanStep:
         try:
             with self.autocast():
                 fake = self.p.G(z)
-                logits = d_plain(self.augment(fake)).to(z.dtype)
+                logits = d_plain(self.augment(fake, step, AUG_G)).to(z.dtype)
             adv = g_loss(self.loss, logits)
             penalty, logged = self.regs.weight_penalty("generator", unwrap(self.p.G), step)
             loss = adv + penalty
