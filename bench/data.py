@@ -1,7 +1,8 @@
-"""Data-plane throughput: decoded samples/s through four loaders over the same shards.
+"""Data-plane throughput: decoded samples/s through several loaders over the same shards.
 
-    .venv/bin/python bench/data.py [--samples 21564] [--naive 2000] [--batch 256] [--rounds 3]
+    .venv/bin/python bench/data.py [--suite packed|foreign|all] [--samples 21564] [--naive 2000] [--batch 256] [--rounds 3]
 
+Suite `packed` (shards written by `ganpipe data pack`, 32x32 PNG):
 (a) our pipeline (make_batches, epoch mode) streaming shards from an S3 endpoint (moto's server,
     in its own process so it does not share our GIL);
 (b) the same pipeline reading the same shards from a local folder;
@@ -9,6 +10,14 @@
 (d) PNG decode alone from bytes already in memory: the ceiling for (a) and (b).
 Everything on our side runs in one process and one thread (loader_workers=0, torch threads 1), so
 the numbers are per core. Goals: (a) >= 0.9 x (b); (a) >= 10 x (c); (b) within 2x of (d).
+
+Suite `foreign` (shards as webdataset's ShardWriter writes them: JPEGs around 256 px, mixed
+non-square sizes, labels in .json, captions in .txt; `ganpipe data index`ed; to 64x64):
+(a) our loader from the S3 endpoint; (b) our loader from local files; (c) the loader people write
+by hand: wds.WebDataset(...).decode("pil") plus a torchvision-style Resize(64) + CenterCrop(64)
+(Pillow bilinear, as torchvision does on PIL images) over the same local files; and, decode alone
+from memory, our decoder with Pillow's JPEG draft mode (d1) and without it (d2).
+Goals: (a) >= 0.9 x (b); (b) >= 2 x (c).
 """
 
 from __future__ import annotations
@@ -100,6 +109,8 @@ def bench_decode(raws: list[dict]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--suite", choices=["packed", "foreign", "all"], default="all")
+    parser.add_argument("--foreign-samples", type=int, default=4000, help="JPEGs in the foreign suite")
     parser.add_argument("--samples", type=int, default=12 * 1797)
     parser.add_argument("--naive", type=int, default=2000, help="objects for the one-GET-per-image loader")
     parser.add_argument("--batch", type=int, default=256)
@@ -110,7 +121,15 @@ def main() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    if args.suite in ("packed", "all"):
+        bench_packed(args)
+    if args.suite in ("foreign", "all"):
+        from bench.data_foreign import bench_foreign
 
+        bench_foreign(args, start_endpoint)
+
+
+def bench_packed(args) -> None:
     import boto3
 
     from pipeline.data import s3
