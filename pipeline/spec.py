@@ -49,6 +49,9 @@ class ScalingSpec(Frozen):
     # Seconds to wait for the worker group; an impossible request fails instead of retrying forever.
     start_timeout_s: float = Field(120, gt=0)
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint")
+    # Ray placement-group strategy of the worker group: pack (as few nodes as fit, Ray's default),
+    # spread (across nodes where it can), strict_spread (one worker per node, or not at all).
+    placement: Literal["pack", "spread", "strict_spread"] = "pack"
 
 
 class CheckpointSpec(Frozen):

@@ -212,19 +212,39 @@ def _unschedulable(spec: JobSpec) -> str | None:
     """Why the worker group cannot fit in the cluster as it is, or None when it can."""
     import ray
 
+    return shortfall(spec, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
+
+
+def shortfall(spec: JobSpec, nodes: list[dict[str, float]]) -> str | None:
+    """Why `spec`'s worker group cannot be placed on nodes with these total resources, or None."""
     s = spec.scaling
     per_worker = dict(s.resources_per_worker)
     if s.use_gpu:
         per_worker.setdefault("GPU", 1)
-    have = ray.cluster_resources()
-    short = {k: v * s.num_workers for k, v in per_worker.items() if v * s.num_workers > have.get(k, 0)}
-    if not short:
-        return None
-    has = {k: have.get(k, 0) for k in short}
-    return (
-        f"scaling: {s.num_workers} workers × {per_worker} need {short}, the Ray cluster has {has}; lower "
-        f"scaling.num_workers or scaling.resources_per_worker, or add nodes (waited {s.start_timeout_s:.0f} s)"
-    )
+    have = {k: sum(r.get(k, 0) for r in nodes) for k in per_worker}
+    short = {k: v * s.num_workers for k, v in per_worker.items() if v * s.num_workers > have[k]}
+    waited = f"waited {s.start_timeout_s:.0f} s"
+    if short:
+        has = {k: have[k] for k in short}
+        return (
+            f"scaling: {s.num_workers} workers × {per_worker} need {short}, the Ray cluster has {has}; lower "
+            f"scaling.num_workers or scaling.resources_per_worker, or add nodes ({waited})"
+        )
+    # Enough in total is not enough: one worker's bundle must fit on one node, and strict_spread
+    # wants a node of its own for every worker.
+    fitting = sum(all(r.get(k, 0) >= v for k, v in per_worker.items()) for r in nodes)
+    if s.placement == "strict_spread" and fitting < s.num_workers:
+        return (
+            f"scaling: placement strict_spread puts each of {s.num_workers} workers on its own node, so it needs "
+            f"{s.num_workers} nodes with {per_worker} each; the Ray cluster has {fitting} (of {len(nodes)} nodes); "
+            f"use scaling.placement pack or spread, fewer workers, or add nodes ({waited})"
+        )
+    if fitting == 0:
+        return (
+            f"scaling: one worker needs {per_worker} on a single node and none of the Ray cluster's "
+            f"{len(nodes)} nodes has that much; lower scaling.resources_per_worker ({waited})"
+        )
+    return None
 
 
 def _fit(spec: JobSpec, worker_config: dict, *, run_name, storage_path, fs, show_progress):
@@ -240,7 +260,10 @@ def _fit(spec: JobSpec, worker_config: dict, *, run_name, storage_path, fs, show
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**worker_config, "progress": progress},
-        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=dict(s.resources_per_worker)),
+        scaling_config=ScalingConfig(
+            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=dict(s.resources_per_worker),
+            placement_strategy=s.placement.upper(),  # PACK, SPREAD or STRICT_SPREAD: the worker group's placement group
+        ),
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         run_config=RunConfig(
             name=run_name,

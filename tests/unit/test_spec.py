@@ -52,6 +52,7 @@ def test_base_spec_is_valid_and_frozen():
         ("train.steps", "0", "train.steps", "greater than or equal to 1"),
         ("train.global_batch", "7", "global_batch", "divisible by scaling.num_workers"),
         ("scaling.num_workers", "0", "scaling.num_workers", "greater than or equal to 1"),
+        ("scaling.placement", "everywhere", "scaling.placement", "'strict_spread'"),
         ("tracking.nope", "1", "tracking.nope", "Extra inputs"),
         ("checkpoint.num_to_keep", "0", "checkpoint.num_to_keep", "greater than or equal to 1"),
         ("data.sampling", "sometimes", "data.sampling", "resampled"),
