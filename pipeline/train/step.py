@@ -9,7 +9,8 @@ Under DDP (two separately wrapped modules, G and D):
 - Gradient penalties take ∂D/∂x with autograd.grad(create_graph=True) and an ordinary backward
   (see pipeline/gan/penalties.py for why the `logits * 0` term is there).
 Every rank runs the same phases in the same order (the schedule depends on the step alone), so the
-collectives line up.
+collectives line up: G's batch norm, when synced over ranks (train/build.py), runs its collective in
+both phases, D's fakes included.
 
 Randomness, and why the result does not depend on the worker count or on a resume:
 - z, WGAN-GP's ε and every augmentation draw come from a generator reseeded by (seed, step, stream)
