@@ -26,6 +26,9 @@ Caveats, stated so nobody over-reads the number:
 - H is held out from this metric's reference set, not (yet) from training: a generator that copies
   the held-out images is not flagged for those copies, so a generator replaying the whole data set
   scores about (1 − f) + f·q (≈ 0.9 at f = 0.1), and one replaying T scores 1.
+- It sees what the feature space sees. Measured on the digits (classifier features, 2000 samples):
+  replaying T 1.00, replaying all images 0.905, replaying H 0.05, blurred copies 0.98, copies with
+  Gaussian noise σ=0.5 0.37, copies shifted by 2 px 0.01: a shifted copy is "new" to these features.
 - τ = 0 (at least q of H has exact feature duplicates in T) would make the share 0 even for exact
   copies, and fewer than MIN_HELDOUT held-out images cannot place τ: in both cases evaluate() reports
   memorization None with the reason (memorization_note) rather than a meaningless number, and the
