@@ -97,11 +97,11 @@ def index(
             + "\n  ".join(f"{listing.url(n)}: {reason}" for n, reason in sorted(failures.items()))
         )
     manifest = _manifest(shards, listing, out, [done[n] for n in listing.shards], image_key, label_key)
-    from pipeline.data.pack import _publish_manifest  # same rule as pack: unchanged content keeps its snapshot
+    from pipeline.data.pack import publish_manifest  # as pack does: unchanged content keeps its snapshot id
 
     if not store.is_s3(out):
         os.makedirs(out, exist_ok=True)
-    _publish_manifest(manifest, out, endpoint_url)
+    publish_manifest(manifest, out, endpoint_url)
     report.manifest, report.snapshot = load_manifest(out, endpoint_url=endpoint_url)
     return report
 

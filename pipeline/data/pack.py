@@ -102,7 +102,7 @@ def pack_with_report(
             "total_bytes": sum(s["bytes"] for s in shard_entries),
         }
         # The manifest goes last: a reader never sees a manifest that names shards not yet written.
-        manifest = _publish_manifest(manifest, out, endpoint_url)
+        manifest = publish_manifest(manifest, out, endpoint_url)
     finally:
         if remote:
             shutil.rmtree(staging, ignore_errors=True)
@@ -148,7 +148,7 @@ def _same_content(a: dict, b: dict) -> bool:
     return strip(a) == strip(b)
 
 
-def _publish_manifest(manifest: dict, out: str, endpoint_url: str | None) -> dict:
+def publish_manifest(manifest: dict, out: str, endpoint_url: str | None) -> dict:
     url = store.join(out, MANIFEST_NAME)
     try:
         existing = json.loads(store.read_bytes(url, endpoint_url=endpoint_url))
