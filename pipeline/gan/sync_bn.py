@@ -11,7 +11,8 @@ one collective per layer per forward and one per backward:
 
 dx is the gradient of the *sum* of the ranks' losses; DDP divides every parameter gradient by the
 world size afterwards, which turns it into the gradient of their mean, the same as one rank with the
-whole batch. Sums are accumulated in float64, so the E[x²] − μ² form loses nothing in float32 runs.
+whole batch. The ranks' sums are combined in float64 from each rank's own two-pass moments, so the
+E[x²] − μ² form loses nothing in float32 runs.
 
 In eval mode (the EMA copy, sampling, export) the layer is a plain BatchNorm2d on its running stats:
 no collective. The state dict is BatchNorm2d's, so checkpoints load into plain generators. Double
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -37,35 +39,45 @@ class _GlobalBatchNorm(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float, all_reduce: AllReduce):
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]
+        # Local moments with torch's own (two-pass) kernel, then the sums the ranks add up, in float64:
+        # Σx = n·m and Σx² = n·(v + m²). The global σ² = Σx²/N − μ² then cancels in float64, and the
+        # local v carries float32's own precision, as a plain BatchNorm's would.
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        count = x.numel() // c
         local = torch.cat([
-            x.sum(dims, dtype=torch.float64),
-            (x * x).sum(dims, dtype=torch.float64),
+            mean.double() * count,
+            (var.double() + mean.double().square()) * count,
             # The count as a fill, not torch.tensor(n): a host → device copy would sync on GPUs.
-            x.new_full((1,), x.numel() // c, dtype=torch.float64),
+            x.new_full((1,), count, dtype=torch.float64),
         ])
         total = all_reduce(local)
         n = total[2 * c]
-        mean = total[:c] / n
-        var = (total[c : 2 * c] / n - mean * mean).clamp_min(0)
-        invstd = torch.rsqrt(var + eps)
-        xhat = (x - _channel_view(mean, x)) * _channel_view(invstd, x)
-        y = xhat * _channel_view(weight, x) + _channel_view(bias, x)
-        ctx.save_for_backward(xhat, weight, invstd, n)
+        g_mean = total[:c] / n
+        g_var = (total[c : 2 * c] / n - g_mean.square()).clamp_min(0)
+        # The normalisation itself is BatchNorm's fused inference kernel fed the global moments.
+        y = F.batch_norm(x, g_mean.to(x.dtype), g_var.to(x.dtype), weight, bias, training=False, eps=eps)
+        invstd = torch.rsqrt(g_var + eps).to(x.dtype)
+        ctx.save_for_backward(x, weight, g_mean.to(x.dtype), invstd, n)
         ctx.all_reduce = all_reduce
-        ctx.mark_non_differentiable(mean, var, n)
-        return y, mean, var, n
+        ctx.mark_non_differentiable(g_mean, g_var, n)
+        return y, g_mean, g_var, n
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy: Tensor, _mean, _var, _n):
-        xhat, weight, invstd, n = ctx.saved_tensors
-        c = xhat.shape[1]
-        dims = [0, *range(2, xhat.dim())]
-        local = torch.cat([dy.sum(dims, dtype=torch.float64), (dy * xhat).sum(dims, dtype=torch.float64)])
-        total = ctx.all_reduce(local)  # every rank runs this backward: the collective lines up
-        mean_dy, mean_dy_xhat = total[:c] / n, total[c:] / n
-        dx = (dy - _channel_view(mean_dy, dy) - xhat * _channel_view(mean_dy_xhat, dy)) * _channel_view(weight * invstd, dy)
-        return dx, local[c:].to(weight.dtype), local[:c].to(weight.dtype), None, None
+        x, weight, mean, invstd, n = ctx.saved_tensors
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        # x̂ = x·invstd − μ·invstd, recomputed in one pass (x is saved anyway; x̂ would double the memory).
+        xhat = torch.addcmul(_channel_view(-mean * invstd, x), x, _channel_view(invstd, x))
+        sum_dy, sum_dy_xhat = dy.sum(dims), (dy * xhat).sum(dims)
+        total = ctx.all_reduce(torch.cat([sum_dy, sum_dy_xhat]).double())  # every rank runs this backward
+        k = weight * invstd
+        mean_dy = (total[:c] / n).to(dy.dtype)
+        mean_dy_xhat = (total[c:] / n).to(dy.dtype)
+        # dx = k·(dy − mean(dy) − x̂·mean(dy·x̂)), written as two fused passes over the activations.
+        dx = torch.addcmul(dy * _channel_view(k, dy) - _channel_view(k * mean_dy, dy), xhat, _channel_view(k * mean_dy_xhat, dy), value=-1)
+        return dx, sum_dy_xhat.to(weight.dtype), sum_dy.to(weight.dtype), None, None
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
