@@ -21,7 +21,7 @@ sync the worker uses, GanStep), in float64 so that the comparison measures the m
 summation order; the data are a fixed global batch per step, sliced by rank as the stream's share
 would be. All cases run in one Ray Train run per worker count, to pay the worker start-up twice only.
 
-Reached here: ≤ 2e-15 on every case but the ResNet's G (≤ 4e-7): its convs before batch norm keep
+Reached here: ≤ 1e-15 on every case but the ResNet's G (~5e-7): its convs before batch norm keep
 their biases (as in SNGAN), whose gradient is zero in exact arithmetic; Adam turns the rounding noise
 of that zero into lr-sized steps, different noise for a different split. Weights that matter agree.
 """
