@@ -1,0 +1,1 @@
+"""Searches over job-spec fields with Ray Tune (`ganpipe tune`)."""
