@@ -211,6 +211,10 @@ from pipeline.ops.cli import register as _register_ops  # noqa: E402  submit/sta
 
 _register_ops(app)
 
+from pipeline.tune.cli import register as _register_tune  # noqa: E402  tune (searches with Ray Tune)
+
+_register_tune(app)
+
 
 def main() -> None:
     app()
