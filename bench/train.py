@@ -1,0 +1,267 @@
+"""Training speed: `ganpipe train` against a bare PyTorch loop and a bare DDP pair, in one run.
+
+    .venv/bin/python bench/train.py            # about 8 minutes on 2 quiet cores
+    .venv/bin/python bench/train.py --quick    # smoke run (~3 minutes): checks the script, not the goals
+
+Same model (the quickstart's: the seed DCGAN at 32 px with its L2, lazy R1 and EMA), global batch 64,
+1 torch thread per process, the digits packed into local shards:
+(a)  `ganpipe train` with 1 worker: steady-state samples/s;
+(b)  the same with 2 workers (32 images each);
+(c)  a bare single-process loop (bench/train_reference.py: same maths, data in memory, no Ray/DDP);
+(c2) that loop under plain torch DDP, 2 processes (gloo, torch.multiprocessing, no Ray);
+(d)  seconds from `ganpipe train` starting to its first completed step (a 2-worker run logging every
+     step), and peak RSS (VmHWM) of each Ray Train worker process in (a) and (b);
+(e)  the time a checkpoint adds, as a share of the step time between two checkpoints at the default
+     interval (TrainSpec.checkpoint_every).
+
+How ganpipe's speed is read: rank 0 logs `samples_seen` to MLflow every `log_every` steps and each
+point carries rank 0's wall-clock time; the gap between two points is one window of `log_every`
+steps, everything included (the MLflow write itself, the report of a checkpoint). The reference loops
+time windows of the same length with perf_counter. Every figure is the median window after warm-up,
+so a burst from a neighbour on a shared machine moves one window, not the figure. The windows that
+hold a checkpoint are left out of (a)/(b) and give (e). The reference loops run once before and once
+after ganpipe's runs, and the faster round is the reference. (The run's own `samples_per_s` metric is
+printed beside it: it stops its clock before the MLflow write, so it reads a little high.)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from bench.train_reference import bare_loop, ddp_pair, recipe_from_job  # noqa: E402
+from pipeline.spec import TrainSpec, load_job  # noqa: E402
+
+JOB = REPO / "jobs/quickstart.yaml"
+GANPIPE = Path(sys.executable).parent / "ganpipe"
+PER_RANK_BN = "2, per-rank BN"
+LABELS = {1: "(a)", 2: "(b)", PER_RANK_BN: "(b')"}
+GOALS = {"a/c": 0.95, "b/c2": 0.95, "d_s": 20.0, "e": 0.05, "rss_gb": 1.5}
+
+
+# -- ganpipe train, as a user runs it ---------------------------------------------------------------
+class WorkerRss:
+    """Peak RSS (VmHWM, kB) of every Ray Train worker process below `root`, polled from /proc."""
+
+    # VmHWM is a high-water mark, so a slow poll still sees the peak; 2 s keeps the walk of /proc
+    # (a few ms) from taking CPU from the workers it measures.
+    def __init__(self, root: int, every_s: float = 2.0):
+        self.root, self.every_s, self.peak_kb = root, every_s, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.every_s):
+            parent, title = {}, {}
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    title[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")[0]
+                except (OSError, IndexError, ValueError):
+                    continue
+            for pid, t in title.items():
+                if t.startswith(b"ray::RayTrainWorker") and self._below_root(pid, parent):
+                    try:
+                        status = (Path("/proc") / str(pid) / "status").read_text()
+                    except OSError:
+                        continue
+                    hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+                    self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), hwm)
+
+    def _below_root(self, pid: int, parent: dict) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == self.root:
+                return True
+        return False
+
+
+def ganpipe_train(workdir: Path, data: Path, *, name: str, workers: int, steps: int, log_every: int, checkpoint_every: int,
+                  extra: tuple[str, ...] = ()) -> dict:
+    """Run `ganpipe train jobs/quickstart.yaml` in a subprocess (its own local Ray) and read the run back."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    sets = [
+        f"data.root={data}", f"scaling.num_workers={workers}", f"train.steps={steps}", f"train.log_every={log_every}",
+        f"train.checkpoint_every={checkpoint_every}", f"train.sample_every={steps}",  # one grid, at the end
+        f"checkpoint.storage_path={workdir / 'ray_results'}", "tracking.experiment=bench-train",
+        "tracking.registered_model=bench-train", "eval=null", *extra,
+    ]
+    cmd = [str(GANPIPE), "train", str(JOB), "--name", name, "--tracking-uri", uri, "--no-progress"]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray of its own
+    started = time.time()
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with WorkerRss(proc.pid) as rss:
+        out, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"ganpipe train ({name}) failed with exit code {proc.returncode}:\n{out[-4000:]}")
+    run_id = re.search(r"MLflow run\s+([0-9a-f]{32})", out).group(1)
+    client = MlflowClient(tracking_uri=uri)
+    seen = sorted(client.get_metric_history(run_id, "samples_seen"), key=lambda m: m.step)
+    rate = {m.step: m.value for m in client.get_metric_history(run_id, "samples_per_s")}
+    windows = [(b.step, (b.timestamp - a.timestamp) / 1000) for a, b in zip(seen, seen[1:]) if b.step - a.step == log_every]
+    run_opened = client.get_run(run_id).info.start_time / 1000 - started  # spec, data checks, MLflow: before Ray
+    return {
+        "run_opened": run_opened,
+        "windows": windows,  # (last step of the window, seconds)
+        "metric_rate": rate,
+        "first_log": (seen[0].step, seen[0].timestamp / 1000 - started),
+        "rss_gb": sorted(kb / 1024**2 for kb in rss.peak_kb.values()),
+    }
+
+
+def steady(run: dict, *, warmup: int, log_every: int, checkpoint_every: int, steps: int) -> tuple[float, list[float]]:
+    """(median window seconds without a checkpoint, extra seconds of each window holding one).
+    A checkpoint at step c is written after the log of step c, so it lands in the window (c, c + log_every]."""
+    plain, with_ckpt = [], []
+    for end, secs in run["windows"]:
+        if end <= warmup or end >= steps:  # warm-up, and the last window (grid, final report)
+            continue
+        (with_ckpt if (end - log_every) % checkpoint_every == 0 else plain).append(secs)
+    median = statistics.median(plain)
+    return median, [s - median for s in with_ckpt]
+
+
+def load_images(data: Path, resolution: int, count: int) -> torch.Tensor:
+    """`count` images of the packed shards, decoded once into one tensor (the reference loops' data)."""
+    from pipeline.data.config import DataSpec
+    from pipeline.data.stream import make_batches
+
+    spec = DataSpec(root=str(data), resolution=resolution, shuffle_buffer=0, sampling="epoch")
+    images, have = [], 0
+    for x, _ in make_batches(spec, rank=0, world_size=1, batch_size=64, seed=0):  # endless: epoch after epoch
+        images.append(x)
+        have += len(x)
+        if have >= count:
+            return torch.cat(images)[:count].contiguous()
+
+
+def median_window(windows: list[float], *, warmup_windows: int) -> float:
+    return statistics.median(windows[warmup_windows:])
+
+
+# -- the table ----------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=300, help="steps of each ganpipe run and reference loop")
+    ap.add_argument("--warmup", type=int, default=40, help="steps left out at the start of every run")
+    ap.add_argument("--log-every", type=int, default=10, help="window length in steps")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: few steps, checkpoint every 20; figures are rough")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (shards, runs, MLflow store)")
+    args = ap.parse_args()
+    checkpoint_default = TrainSpec.model_fields["checkpoint_every"].default
+    checkpoint_every = checkpoint_default
+    if args.quick:
+        args.steps, args.warmup, args.log_every, checkpoint_every = 60, 10, 5, 20
+    if args.steps < checkpoint_every + 2 * args.log_every:
+        raise SystemExit(f"--steps must leave room for one checkpoint window (>= {checkpoint_every + 2 * args.log_every})")
+    torch.set_num_threads(1)
+    global_batch = 64
+    workdir = Path(tempfile.mkdtemp(prefix="ganpipe-bench-train-"))
+    try:
+        from pipeline.data.pack import pack
+
+        data = workdir / "digits"
+        pack("digits", str(data), shard_size=200, resolution=32, progress=False)
+        spec = load_job(JOB, [f"data.root={data}", f"train.global_batch={global_batch}", "scaling.num_workers=1"])
+        recipe = recipe_from_job(spec)
+        images = load_images(data, spec.data.resolution, 1792)
+        print(f"work folder {workdir}; {len(images)} images in memory; {args.steps} steps per run", flush=True)
+
+        kw = dict(steps=args.steps, window=args.log_every, global_batch=global_batch)
+        warm_windows = args.warmup // args.log_every
+        c, c2, runs = [], [], {}
+
+        def reference_round() -> None:
+            c.append(median_window(bare_loop(recipe, images, **kw), warmup_windows=warm_windows))
+            c2.append(median_window(ddp_pair(recipe, images, **kw), warmup_windows=warm_windows))
+            print(f"(c) bare loop {c[-1]:.3f} s, (c2) bare DDP pair {c2[-1]:.3f} s per {args.log_every} steps", flush=True)
+
+        # The references run before and after ganpipe's runs and the faster round counts: a busy
+        # spell on a shared machine then cannot flatter ganpipe's ratios, only understate them.
+        reference_round()
+        # (b') is (b) with per-rank batch norm: the bare pair's maths (ganpipe syncs G's BN moments
+        # across ranks by default, 3 collectives per G forward and 3 per backward).
+        for key, workers, extra in ((1, 1, ()), (2, 2, ()), (PER_RANK_BN, 2, ("model.sync_batch_norm=false",))):
+            runs[key] = ganpipe_train(workdir, data, name=f"bench-{len(runs)}", workers=workers, steps=args.steps,
+                                      log_every=args.log_every, checkpoint_every=checkpoint_every, extra=extra)
+            print(f"ganpipe train, {workers} worker(s) {' '.join(extra)}: done", flush=True)
+        first = ganpipe_train(workdir, data, name="bench-first-step", workers=2, steps=3, log_every=1, checkpoint_every=3)
+        reference_round()
+        c, c2 = min(c), min(c2)
+    finally:
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    print_tables(args, runs=runs, first=first, c=c, c2=c2, global_batch=global_batch,
+                 checkpoint_every=checkpoint_every, checkpoint_default=checkpoint_default)
+
+
+def print_tables(args, *, runs: dict, first: dict, c: float, c2: float, global_batch: int, checkpoint_every: int,
+                 checkpoint_default: int) -> None:
+    per_s = lambda secs: args.log_every * global_batch / secs  # noqa: E731
+    rows, extra, rss = {}, [], {}
+    for key, run in runs.items():
+        median, ckpt = steady(run, warmup=args.warmup, log_every=args.log_every, checkpoint_every=checkpoint_every, steps=args.steps)
+        metric = statistics.median(v for s, v in run["metric_rate"].items() if args.warmup < s < args.steps)
+        rows[key] = (per_s(median), metric)
+        step_s = median / args.log_every
+        extra += [e / (checkpoint_default * step_s) for e in ckpt]  # share of the steps between two checkpoints
+        rss[key] = run["rss_gb"]
+    step, d = first["first_log"]
+    assert step == 1
+    a, b = rows[1][0], rows[2][0]
+    e = statistics.mean(extra) if extra else float("nan")
+    print()
+    print("| figure | value |\n|---|---:|")
+    print(f"| (a) ganpipe train, 1 worker, samples/s | {a:,.0f} (its samples_per_s metric: {rows[1][1]:,.0f}) |")
+    print(f"| (b) ganpipe train, 2 workers, samples/s | {b:,.0f} (its samples_per_s metric: {rows[2][1]:,.0f}) |")
+    bp = rows[PER_RANK_BN][0]
+    print(f"| (b') the same, model.sync_batch_norm=false, samples/s | {bp:,.0f} |")
+    print(f"| (c) bare loop, 1 process, samples/s | {per_s(c):,.0f} |")
+    print(f"| (c2) bare DDP pair, 2 processes, samples/s | {per_s(c2):,.0f} |")
+    print(f"| (d) ganpipe train start → first completed step, s | {d:.1f} (MLflow run open at {first['run_opened']:.1f}) |")
+    for key, gbs in rss.items():
+        print(f"| (d) peak RSS per Ray Train worker, run {LABELS[key]}, GB | {', '.join(f'{g:.2f}' for g in gbs)} |")
+    print(f"| (e) checkpoint every {checkpoint_default} steps, share of step time | {e:.1%} ({len(extra)} checkpoints) |")
+    print()
+    print("| goal | measured | met |\n|---|---:|:---:|")
+    for label, value, ok in (
+        (f"(a)/(c) >= {GOALS['a/c']}", f"{a / per_s(c):.2f}", a / per_s(c) >= GOALS["a/c"]),
+        (f"(b)/(c2) >= {GOALS['b/c2']}", f"{b / per_s(c2):.2f}", b / per_s(c2) >= GOALS["b/c2"]),
+        (f"(d) <= {GOALS['d_s']:.0f} s", f"{d:.1f}", d <= GOALS["d_s"]),
+        (f"(e) <= {GOALS['e']:.0%}", f"{e:.1%}", e <= GOALS["e"]),
+        (f"peak RSS <= {GOALS['rss_gb']} GB per worker", f"{max(sum(rss.values(), [])):.2f}", max(sum(rss.values(), [])) <= GOALS["rss_gb"]),
+    ):
+        print(f"| {label} | {value} | {'yes' if ok else 'NO'} |")
+    print(f"\n(context: (c2)/(c) = {c / c2:.2f}, (b)/(a) = {b / a:.2f}, (b')/(c2) = {bp / per_s(c2):.2f}; quick run: {args.quick})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The reference loops of bench/train.py: the quickstart's GAN step written out by hand.
+
+No Ray, no GanStep, no ganpipe training code: only the pure maths of pipeline.gan (networks, losses,
+penalties, EMA) and plain torch. Same model, losses, regularizers (L2 on D, lazy R1, EMA), Adam
+settings and global batch as the job; the batches come from a tensor already in memory.
+
+- `bare_loop`: one process, the whole global batch.
+- `ddp_pair`: the same loop under plain torch DDP, 2 processes (gloo, torch.multiprocessing), each
+  with half the global batch: the most two processes can do on this machine.
+Both time windows of `window` steps with perf_counter and return the window lengths in seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.distributed as dist
+
+from pipeline.gan.ema import EMA
+from pipeline.gan.losses import d_loss, g_loss
+from pipeline.gan.models import build_models
+from pipeline.gan.penalties import l2_penalty, lazy_adam, r1_penalty
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The numbers of the job's model, loss, regularization and optimizers (read from its YAML)."""
+
+    z_dim: int
+    g_width: int
+    d_width: int
+    resolution: int
+    g_norm: str
+    d_dropout: float
+    loss: str
+    l2_d: float       # λ of the L2 penalty on D's weights
+    r1_gamma: float
+    r1_every: int     # lazy R1: its own D step every k steps, gain k, Adam adjusted
+    ema_beta: float
+    g_lr: float
+    g_betas: tuple
+    d_lr: float
+    d_betas: tuple
+    seed: int
+
+
+def _step(G, D, g_plain, d_plain, g_opt, d_opt, ema, r: Recipe, step: int, real: torch.Tensor, n: int, global_batch: int) -> None:
+    """One step as the quickstart runs it: D main (+ L2), D lazy R1 when due, G, EMA."""
+    z_d, z_g = torch.randn(n, r.z_dim), torch.randn(n, r.z_dim)
+    with torch.no_grad():
+        fake = g_plain(z_d)  # no backward follows: the unwrapped G, so DDP expects none
+    logits = D(torch.cat([real, fake]))
+    loss = d_loss(r.loss, logits[:n], logits[n:]) + r.l2_d * l2_penalty(d_plain)
+    d_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    d_opt.step()
+    if r.r1_every > 1 and step % r.r1_every == 0:
+        pen, logits = r1_penalty(D, real)
+        # γ/2 · R1 · gain; `logits * 0` makes every D parameter report so DDP's buckets fire.
+        loss = pen * (r.r1_gamma / 2 * r.r1_every) + logits.sum() * 0
+        d_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        d_opt.step()
+    d_plain.requires_grad_(False)
+    logits = d_plain(G(z_g))
+    loss = g_loss(r.loss, logits)
+    g_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    g_opt.step()
+    d_plain.requires_grad_(True)
+    ema.update(G, step=step, batch_size=global_batch)
+
+
+def _train(r: Recipe, images: torch.Tensor, *, steps: int, window: int, global_batch: int, rank: int = 0, world: int = 1) -> list[float]:
+    torch.manual_seed(r.seed)
+    g_plain, d_plain = build_models(kind="dcgan", z_dim=r.z_dim, g_width=r.g_width, d_width=r.d_width,
+                                    resolution=r.resolution, g_norm=r.g_norm, d_dropout=r.d_dropout)
+    G, D = g_plain, d_plain
+    if world > 1:
+        import warnings
+
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # as ganpipe's workers wrap them (worker.py); torch 2.13 warns that the name is deprecated
+        warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated")
+        warnings.filterwarnings("ignore", message="Grad strides do not match")  # R1's double backward; ours too
+        G, D = DDP(g_plain, broadcast_buffers=False), DDP(d_plain, broadcast_buffers=False)
+    d_lr, d_betas = lazy_adam(r.d_lr, r.d_betas, r.r1_every)
+    g_opt = torch.optim.Adam(g_plain.parameters(), lr=r.g_lr, betas=r.g_betas)
+    d_opt = torch.optim.Adam(d_plain.parameters(), lr=d_lr, betas=d_betas)
+    ema = EMA(g_plain, beta=r.ema_beta)
+    n = global_batch // world
+    order = torch.Generator().manual_seed(r.seed)
+    perm, at = torch.randperm(len(images), generator=order), 0
+    windows, t0 = [], time.perf_counter()
+    for step in range(steps):
+        if at + global_batch > len(perm):  # a new epoch over the in-memory images
+            perm, at = torch.randperm(len(images), generator=order), 0
+        idx = perm[at + rank * n : at + (rank + 1) * n]
+        at += global_batch
+        _step(G, D, g_plain, d_plain, g_opt, d_opt, ema, r, step, images[idx], n, global_batch)
+        if (step + 1) % window == 0:
+            t1 = time.perf_counter()
+            windows.append(t1 - t0)
+            t0 = t1
+    return windows
+
+
+def bare_loop(r: Recipe, images: torch.Tensor, *, steps: int, window: int, global_batch: int) -> list[float]:
+    torch.set_num_threads(1)
+    return _train(r, images, steps=steps, window=window, global_batch=global_batch)
+
+
+def _ddp_rank(rank: int, world: int, port: int, r: Recipe, images: torch.Tensor, steps: int, window: int, global_batch: int, out: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        windows = _train(r, images, steps=steps, window=window, global_batch=global_batch, rank=rank, world=world)
+        if rank == 0:
+            with open(out, "w") as f:
+                json.dump(windows, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_pair(r: Recipe, images: torch.Tensor, *, steps: int, window: int, global_batch: int, world: int = 2) -> list[float]:
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "windows.json")
+        mp.spawn(_ddp_rank, args=(world, port, r, images, steps, window, global_batch, out), nprocs=world, join=True)
+        with open(out) as f:
+            return json.load(f)
+
+
+def recipe_from_job(spec) -> Recipe:
+    """The numbers the reference loops need, from a validated JobSpec (only the quickstart's kinds)."""
+    m, regs = spec.model, {r.kind: r for r in spec.regularization}
+    if m.kind != "dcgan" or set(regs) - {"l2", "r1", "ema"} or regs["l2"].target != "discriminator":
+        raise SystemExit("the reference loops know the quickstart's recipe only: dcgan, L2 on D, lazy R1, EMA")
+    return Recipe(
+        z_dim=m.z_dim, g_width=m.g_width, d_width=m.d_width, resolution=spec.data.resolution, g_norm=m.g_norm,
+        d_dropout=m.d_dropout, loss=spec.loss.kind, l2_d=float(regs["l2"].weight), r1_gamma=float(regs["r1"].weight),
+        r1_every=regs["r1"].every, ema_beta=regs["ema"].beta, g_lr=spec.optim.g.lr, g_betas=tuple(spec.optim.g.betas),
+        d_lr=spec.optim.d.lr, d_betas=tuple(spec.optim.d.betas), seed=spec.train.seed,
+    )
+
+
+def describe(r: Recipe) -> str:
+    return json.dumps(asdict(r))
