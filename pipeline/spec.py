@@ -60,11 +60,25 @@ class CheckpointSpec(Frozen):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint for an s3:// storage_path")
 
 
+class PromoteSpec(Frozen):
+    """The promotion gate at the end of training (pipeline/tracking/gate.py): the new version becomes
+    champion only if it beats the current one by `min_improvement` (relative) on `metric`."""
+
+    metric: Literal["fd", "kid"] = "fd"
+    min_improvement: float = Field(0.05, ge=0, lt=1)
+    max_memorization: float | None = Field(None, ge=0, le=1, description="refuse a generator that copies more of its training data")
+
+
 class TrackingSpec(Frozen):
     experiment: str = "gan"
     registered_model: str = "gan"
     tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     grid_size: int = Field(64, ge=1)
+    # Absent: the first version becomes champion, later ones are only registered (promote by hand).
+    promote: PromoteSpec | None = None
+    # How long the end of a run waits out a tracking-server outage (rank 0's buffered metrics, then
+    # logging and registering the generator) before it gives up and prints `ganpipe register ...`.
+    patience_s: float = Field(600, gt=0)
 
 
 class JobSpec(Frozen):

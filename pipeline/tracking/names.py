@@ -24,6 +24,29 @@ FD = "fd"
 KID = "kid"
 FD_EXTRACTOR = "fd_extractor"
 
+# -- the promotion gate's tags on model versions (gate.py, scoring.py) ------------------------------
+# Scores are recorded per evaluator: `score.<evaluator key>.<fd|kid|...>`, so a score computed once
+# under the same (extractor, weights sha256, data snapshot, sample count, seed) is never recomputed.
+SCORE_PREFIX = "score"
+SCORE_EVALUATOR = "evaluator"          # score.<key>.evaluator: the key's fields as JSON, for people
+SCORED_AT = "at"                       # score.<key>.at: when the score was computed (UTC, ISO 8601)
+# The latest decision about a version as the candidate, as flat tags (easy to filter on) ...
+GATE_DECISION = "gate.decision"        # promoted | kept | first
+GATE_REASON = "gate.reason"
+GATE_METRIC = "gate.metric"
+GATE_MARGIN = "gate.min_improvement"
+GATE_IMPROVEMENT = "gate.improvement"  # relative improvement over the champion on gate.metric
+GATE_EVALUATOR = "gate.evaluator"
+GATE_AGAINST = "gate.champion"         # the champion it was compared with ("" when there was none)
+GATE_AT = "gate.at"
+# ... and every decision and rollback in full (JSON), on each version involved, under its own key
+# (`gate.log.<UTC stamp>.v<candidate>`) so that concurrent decisions never overwrite each other.
+GATE_LOG_PREFIX = "gate.log"
+ROLLED_BACK_REASON = "gate.rolled_back_reason"  # on a champion that a rollback demoted
+
+# -- params (flattened spec fields) that code reads back from the run ------------------------------
+PATIENCE_PARAM = "tracking.patience_s"  # TrackingSpec.patience_s, as open_run logs it
+
 # -- metrics logged by rank 0 ------------------------------------------------------------------------
 SAMPLES_SEEN = "samples_seen"
 SAMPLES_PER_S = "samples_per_s"

@@ -37,8 +37,27 @@ def log_generator(generator: nn.Module, *, z_dim: int, run_id: str, tracking_uri
     return info.model_uri
 
 
-def register(model_uri: str, *, name: str, tags: dict[str, str], tracking_uri: str) -> tuple[str, bool]:
-    """Register a new version with `tags`; alias it `champion` when there is none yet.
+def logged_generator(run_id: str, *, tracking_uri: str) -> str | None:
+    """The URI of a generator this run already logged (a retry, or `ganpipe register` after an
+    outage, must not log a second copy), or None."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run = client.get_run(run_id)
+    found = client.search_logged_models(
+        [run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = 'generator' AND status = 'READY'",
+        max_results=1,
+    )
+    return f"models:/{found[0].model_id}" if found else None
+
+
+def registered_version(name: str, run_id: str, *, tracking_uri: str):
+    """The version this run registered under `name`, or None."""
+    return _already_registered(MlflowClient(tracking_uri=tracking_uri), name, run_id, None)
+
+
+def register(model_uri: str, *, name: str, tags: dict[str, str], tracking_uri: str, alias_first: bool = True) -> tuple[str, bool]:
+    """Register a new version with `tags`; alias it `champion` when there is none yet (unless
+    `alias_first` is False: the job then sends even its first version through the gate).
 
     Returns (version, became_champion). Promotion over an existing champion is the gate's job.
     """
@@ -47,6 +66,8 @@ def register(model_uri: str, *, name: str, tags: dict[str, str], tracking_uri: s
     mv = _already_registered(client, name, tags.get(RUN_ID), model_uri)  # a retry after a partial success
     if mv is None:
         mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    if not alias_first:
+        return mv.version, False
     try:
         client.get_model_version_by_alias(name, CHAMPION)
         return mv.version, False
@@ -55,11 +76,11 @@ def register(model_uri: str, *, name: str, tags: dict[str, str], tracking_uri: s
         return mv.version, True
 
 
-def _already_registered(client: MlflowClient, name: str, run_id: str | None, model_uri: str):
+def _already_registered(client: MlflowClient, name: str, run_id: str | None, model_uri: str | None):
     if run_id is None:
         return None
     try:
         versions = client.search_model_versions(f"name='{name}'")
     except MlflowException:  # no such registered model yet
         return None
-    return next((v for v in versions if v.tags.get(RUN_ID) == run_id and v.source == model_uri), None)
+    return next((v for v in versions if v.tags.get(RUN_ID) == run_id and model_uri in (None, v.source)), None)

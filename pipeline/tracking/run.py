@@ -12,7 +12,10 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.tracking import names
+
 log = logging.getLogger(__name__)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -22,6 +25,43 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
     return uri
+
+
+def lineage_tags() -> dict[str, str]:
+    """Where a run came from, as tags for the run and every version it registers: the project's
+    git commit (when the code is a git checkout, or $GANPIPE_GIT_COMMIT says so) and the Ray Jobs
+    submission id (when this driver runs inside a submitted job)."""
+    tags = {}
+    if commit := os.environ.get("GANPIPE_GIT_COMMIT") or _git_commit(PROJECT_ROOT):
+        tags[names.GIT_COMMIT] = commit
+    if submission := submission_id():
+        tags[names.SUBMISSION_ID] = submission
+    return tags
+
+
+def submission_id() -> str | None:
+    """$GANPIPE_SUBMISSION_ID, else the id Ray gave the submitted job. Ray 2.60 sets no plain
+    variable for it in the job's driver: the job supervisor passes the job config as JSON in
+    $RAY_JOB_CONFIG_JSON_ENV_VAR, whose metadata holds `job_submission_id`."""
+    if explicit := os.environ.get("GANPIPE_SUBMISSION_ID"):
+        return explicit
+    try:
+        config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        return (config.get("metadata") or {}).get("job_submission_id") or None
+    except (ValueError, AttributeError):
+        return None
+
+
+def _git_commit(root: Path) -> str | None:
+    import subprocess
+
+    if not (root / ".git").exists():  # a Ray Jobs working_dir upload or an installed wheel: no checkout
+        return None
+    try:
+        res = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() if res.returncode == 0 else None
 
 
 def flatten_params(prefix: str, value, out: dict) -> dict:
@@ -38,7 +78,7 @@ def flatten_params(prefix: str, value, out: dict) -> dict:
 
 
 def open_run(*, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str], resolved_spec: dict) -> str:
-    """Create the run before any worker starts: tags, the resolved spec as params and as `job.yaml`.
+    """Create the run before any worker starts: tags (with lineage_tags()), the resolved spec as params and as `job.yaml`.
     Returns its id; workers log into it, the driver registers the generator from it at the end."""
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
@@ -46,6 +86,7 @@ def open_run(*, tracking_uri: str, experiment: str, run_name: str, tags: dict[st
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    tags = {**lineage_tags(), **tags}
     run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
     params = [Param(k, str(v)) for k, v in flatten_params("", resolved_spec, {}).items()]
     for i in range(0, len(params), 100):  # MLflow's per-batch cap on params

@@ -1,65 +1,120 @@
 """Rank 0's window onto the MLflow run that the driver created.
 
-A tracking-server outage must not kill a training run: every call is caught, what could not be sent
-is kept (bounded) and re-sent on the next call, and one warning is printed per outage, not per step.
+The training loop only appends to a bounded buffer; a background thread sends it. An outage, or a
+server that accepts connections and never answers, therefore never stalls a step, and the other
+ranks never wait at the next collective for rank 0's HTTP calls. What could not be sent is kept
+(bounded, the oldest dropped first) and re-sent with backoff; one warning per outage, not per step.
+close() waits the outage out, up to the run's patience, before it gives up on what is buffered.
 """
 from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from collections import deque
 
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from pipeline.tracking import names
+
 log = logging.getLogger(__name__)
 MAX_PENDING = 100_000  # metric points kept during an outage (~10 MB); the oldest go first
+MAX_PENDING_IMAGES = 50  # sample grids kept during an outage (~50 × 200 kB); the oldest go first
+BATCH = 1000  # MLflow's cap on metrics per log_batch
+DEFAULT_PATIENCE_S = 600.0
+IDLE_WAKE_S = 1.0  # the sender wakes at least this often to retry what is buffered
+MAX_BACKOFF_S = 30.0
 
 
 class RunLogger:
-    def __init__(self, tracking_uri: str, run_id: str):
+    def __init__(self, tracking_uri: str, run_id: str, *, patience_s: float | None = None):
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.run_id = run_id
+        # None: read the job's tracking.patience_s from the run's params once the server answers
+        # (workers build their logger from the run id alone), else DEFAULT_PATIENCE_S.
+        self.patience_s = patience_s
         self.pending: deque[Metric] = deque(maxlen=MAX_PENDING)
-        self.pending_images: list[tuple[bytes, str]] = []
+        self.pending_images: deque[tuple[bytes, str]] = deque(maxlen=MAX_PENDING_IMAGES)
         self.down_since: float | None = None
+        self._lock = threading.Lock()  # guards both buffers between the loop and the sender
+        self._wake = threading.Event()  # the loop added something
+        self._closed = threading.Event()  # close() was called: send what is left, then stop
+        self._sender = threading.Thread(target=self._send_loop, name="mlflow-sender", daemon=True)
+        self._sender.start()
+
+    # -- the training loop's side: never blocks on the network --------------------------------------
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        self.pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
-        self.flush()
+        points = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        with self._lock:
+            self.pending.extend(points)
+        self._wake.set()
 
     def log_png(self, png: bytes, artifact_file: str) -> None:
-        self.pending_images.append((png, artifact_file))
-        self.flush()
+        with self._lock:
+            self.pending_images.append((png, artifact_file))
+        self._wake.set()
 
-    def close(self, patience_s: float = 600.0) -> None:
-        """At the end of training, wait out an outage (with backoff) rather than drop what is buffered."""
-        from pipeline.tracking.retry import with_retries
+    def close(self, patience_s: float | None = None) -> None:
+        """At the end of training, wait out an outage (with backoff) rather than drop what is
+        buffered; after `patience_s` (default: the run's tracking.patience_s) the rest is lost."""
+        if patience_s is not None:
+            self.patience_s = patience_s
+        self._closed.set()
+        self._wake.set()
+        # The sender exits once the buffers are empty or the patience is spent; the margin covers
+        # one last request that started just before the deadline (MLflow's HTTP timeout).
+        self._sender.join(timeout=self._patience() + 120.0)
 
-        def send() -> None:
-            if not self.flush():
-                raise ConnectionError(f"{len(self.pending)} metric points and {len(self.pending_images)} images still buffered")
+    # -- the sender thread -------------------------------------------------------------------------
 
-        try:
-            with_retries(send, what="sending buffered MLflow metrics", patience_s=patience_s)
-        except ConnectionError as e:
-            log.error("MLflow still unreachable after %.0f s: %s are lost", patience_s, e)
+    def _patience(self) -> float:
+        return self.patience_s if self.patience_s is not None else DEFAULT_PATIENCE_S
+
+    def _send_loop(self) -> None:
+        sent, backoff, deadline = True, IDLE_WAKE_S, None
+        while True:
+            if sent:  # up: send as soon as the loop adds something (or every IDLE_WAKE_S)
+                self._wake.wait(timeout=IDLE_WAKE_S)
+            elif deadline is None:  # down: new points do not hurry the retry; close() does
+                self._closed.wait(timeout=backoff)
+            else:  # closing and down: back off until the deadline
+                time.sleep(max(0.0, min(backoff, deadline - time.monotonic())))
+            self._wake.clear()
+            closing = self._closed.is_set()  # read once: close() may come during the flush below
+            if closing and deadline is None:
+                deadline = time.monotonic() + self._patience()
+            sent = self.flush()
+            if closing and (sent or time.monotonic() >= deadline):
+                if not sent:
+                    log.error("MLflow still unreachable after %.0f s: %d metric points and %d images are lost",
+                              self._patience(), len(self.pending), len(self.pending_images))
+                return
+            backoff = IDLE_WAKE_S if sent else min(backoff * 2, MAX_BACKOFF_S)
 
     def flush(self) -> bool:
+        """Send everything buffered; False (and the rest kept, in order) when the server fails."""
         try:
-            while self.pending:
-                batch = [self.pending[i] for i in range(min(1000, len(self.pending)))]  # MLflow's batch cap
-                self.client.log_batch(self.run_id, metrics=batch)
-                for _ in batch:
-                    self.pending.popleft()
+            if self.patience_s is None:
+                params = self.client.get_run(self.run_id).data.params
+                self.patience_s = float(params.get(names.PATIENCE_PARAM, DEFAULT_PATIENCE_S))
+            while batch := self._take(BATCH):
+                try:
+                    self.client.log_batch(self.run_id, metrics=batch)
+                except BaseException:
+                    self._put_back(batch)
+                    raise
             while self.pending_images:
                 png, name = self.pending_images[0]
                 from PIL import Image
 
                 self.client.log_image(self.run_id, Image.open(io.BytesIO(png)), artifact_file=name)
-                self.pending_images.pop(0)
+                with self._lock:
+                    if self.pending_images and self.pending_images[0][1] == name:
+                        self.pending_images.popleft()
         except Exception as e:  # any transport or server error: keep training, retry later
             if self.down_since is None:
                 self.down_since = time.time()
@@ -69,3 +124,14 @@ class RunLogger:
             log.warning("MLflow reachable again after %.0f s; buffered metrics sent", time.time() - self.down_since)
             self.down_since = None
         return True
+
+    def _take(self, n: int) -> list[Metric]:
+        with self._lock:
+            return [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
+
+    def _put_back(self, batch: list[Metric]) -> None:
+        # In front of what arrived meanwhile, in order; over the bound, the oldest points go.
+        with self._lock:
+            merged = batch + list(self.pending)
+            self.pending.clear()
+            self.pending.extend(merged[-MAX_PENDING:])

@@ -174,38 +174,29 @@ def _busy(spec: JobSpec) -> str:
 
 
 def _publish(result, spec: JobSpec, *, run_id: str, tracking_uri: str, manifest_sha: str) -> tuple[str, bool, str]:
-    """Log the final checkpoint's (EMA) generator into the run and register it with its tags.
-    The checkpoint is already safe in storage, so an MLflow outage here is waited out, not fatal."""
-    from pipeline.tracking.registry import log_generator, register
-    from pipeline.tracking.retry import with_retries
+    """Log the final checkpoint's (EMA) generator into the run, register it with its tags and
+    lineage, and run the job's promotion gate (tracking/publish.py). The checkpoint is already safe
+    in storage, so an MLflow outage here is waited out for tracking.patience_s; after that the run
+    ends with RegistrationPending, whose message is the `ganpipe register` command to finish later."""
+    from pipeline.tracking.publish import publish
     from pipeline.train.export import generator_from_checkpoint
 
     with result.checkpoint.as_directory() as d:
         generator, meta = generator_from_checkpoint(d, spec)
-    model_uri = with_retries(
-        lambda: log_generator(generator, z_dim=spec.model.z_dim, run_id=run_id, tracking_uri=tracking_uri),
-        what="logging the generator to MLflow",
+    out = publish(
+        generator, spec=spec, step=meta["step"], run_id=run_id, tracking_uri=tracking_uri, manifest_sha=manifest_sha,
+        scores=result.metrics, checkpoint_path=checkpoint_location(result.checkpoint),
     )
-    tags = {
-        names.Z_DIM: spec.model.z_dim,
-        names.RESOLUTION: spec.data.resolution,
-        names.JOB: spec.name,
-        names.STEPS: meta["step"],
-        names.SPEC_SHA256: spec.sha256(),
-        names.DATA_SHA256: manifest_sha,
-        names.RUN_ID: run_id,
-    }
-    if names.EVAL_FD in result.metrics:  # the final score, computed by rank 0 on the EMA generator
-        tags.update({
-            names.FD: f"{result.metrics[names.EVAL_FD]:.6g}",
-            names.KID: f"{result.metrics[names.EVAL_KID]:.6g}",
-            names.FD_EXTRACTOR: spec.eval.extractor,
-        })
-    version, champion = with_retries(
-        lambda: register(model_uri, name=spec.tracking.registered_model, tags=tags, tracking_uri=tracking_uri),
-        what="registering the generator",
-    )
-    return version, champion, model_uri
+    return out.version, out.became_champion, out.model_uri
+
+
+def checkpoint_location(checkpoint) -> str:
+    """A checkpoint's path as people type it: Ray keeps S3 paths without their scheme."""
+    import pyarrow.fs
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.S3FileSystem):
+        return "s3://" + checkpoint.path.lstrip("/")
+    return checkpoint.path
 
 
 def _unschedulable(spec: JobSpec) -> str | None:
