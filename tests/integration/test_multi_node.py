@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 GANPIPE = Path(sys.executable).parent / "ganpipe"
 pytestmark = pytest.mark.integration
 
-STEPS, BATCH, CHECKPOINT_EVERY = 40, 8, 10
+# 60 steps, checkpoints every 10: after the first registered one, five more leave time for the kill.
+STEPS, BATCH, CHECKPOINT_EVERY = 60, 8, 10
 
 
 def _descendants_titled(root: int, prefix: bytes) -> list[int]:
@@ -71,7 +72,8 @@ def _train_run(dashboard_url: str, run_name: str) -> dict:
 
 
 def test_two_nodes_strict_spread_s3_and_a_killed_worker(tmp_path, ray_head, s3_endpoint, bucket, mlflow_server):
-    node_b = ray_head.add_node(num_cpus=1, resources={"ganpipe_node_b": 1})
+    # A generous start timeout: on a busy 2-core machine a node's raylet and agents take a while.
+    node_b = ray_head.add_node(num_cpus=1, resources={"ganpipe_node_b": 1}, timeout=180)
     try:
         root = f"s3://{bucket}/digits"
         pack("digits", root, shard_size=300, resolution=32, endpoint_url=s3_endpoint, progress=False)
