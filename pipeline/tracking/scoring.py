@@ -150,6 +150,7 @@ class VersionScorer:
         self.client, self.model, self.evaluator, self.tracking_uri, self.record = client, model, evaluator, tracking_uri, record
         self._scorer = None
         self.computed = 0  # how many versions this scorer had to score itself
+        self.notes: list[str] = []  # why the evaluator left a score out (e.g. memorization uncalibrated)
 
     def tag(self, name: str) -> str:
         return f"{names.SCORE_PREFIX}.{self.evaluator.key}.{name}"
@@ -167,7 +168,8 @@ class VersionScorer:
         scores = self._compute(mv)
         missing = required - scores.keys()
         if missing:
-            raise GateError(f"the evaluator reports no {', '.join(sorted(missing))} (pipeline.eval returned {sorted(scores)})")
+            why = "; ".join(self.notes) or f"pipeline.eval returned {sorted(scores)}"
+            raise GateError(f"the evaluator reports no {', '.join(sorted(missing))} ({why})")
         if self.record:
             at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             for k, v in scores.items():
@@ -192,4 +194,6 @@ class VersionScorer:
             self._scorer = GeneratorScorer(e.eval_spec, e.data, e.data_sha256)
         result = self._scorer(generator, z_dim, seed=self.evaluator.seed)
         self.computed += 1
-        return {k: float(result[k]) for k in SCORE_KEYS if k in result}
+        # memorization is None (with a note) when the data cannot calibrate it: absent, not a number.
+        self.notes = [result["memorization_note"]] if result.get("memorization_note") else []
+        return {k: float(result[k]) for k in SCORE_KEYS if result.get(k) is not None}
