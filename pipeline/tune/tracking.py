@@ -25,6 +25,7 @@ TRIAL_ID = "trial_id"              # Tune's trial id, on the child and on the re
 BEST_TRIAL_ID = "best_trial_id"
 BEST_RUN_ID = "best_run_id"
 STOPPED_EARLY = "stopped_early"    # "true" on a child the scheduler stopped before train.steps
+TRIAL_STARTS = "trial_starts"      # how many times the trial's function started (2+: resumed)
 PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag: nests the child under the parent in the UI
 PARAM_PREFIX = "tune."
 
@@ -91,9 +92,11 @@ def trial_run(*, tracking_uri: str, parent_run_id: str, search_id: str, trial_id
     experiment = job.tracking.experiment
     found = find_trial_run(tracking_uri=tracking_uri, experiment=experiment, search_id=search_id, trial_id=trial_id)
     if found is not None:
+        client = _client(tracking_uri)
+        client.set_tag(found.info.run_id, TRIAL_STARTS, str(int(found.data.tags.get(TRIAL_STARTS, "1")) + 1))
         reopen(tracking_uri, found.info.run_id)
         return found.info.run_id
-    tags = {PARENT_RUN_ID: parent_run_id, SEARCH: search_id, TRIAL_ID: trial_id, ROLE: "trial",
+    tags = {PARENT_RUN_ID: parent_run_id, SEARCH: search_id, TRIAL_ID: trial_id, ROLE: "trial", TRIAL_STARTS: "1",
             names.JOB: job.name, names.DATA_SHA256: manifest_sha, names.SPEC_SHA256: job.sha256()}
     run_id = open_run(tracking_uri=tracking_uri, experiment=experiment, run_name=f"{search_id}-{trial_id}", tags=tags,
                       resolved_spec=job.model_dump(mode="json"))
