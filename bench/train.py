@@ -16,12 +16,13 @@ Same model (the quickstart's: the seed DCGAN at 32 px with its L2, lazy R1 and E
 
 How ganpipe's speed is read: rank 0 logs `samples_seen` to MLflow every `log_every` steps and each
 point carries rank 0's wall-clock time; the gap between two points is one window of `log_every`
-steps, everything included (the MLflow write itself, the report of a checkpoint). The reference loops
+steps, everything included (the log step's work, the report of a checkpoint). The reference loops
 time windows of the same length with perf_counter. Every figure is the median window after warm-up,
 so a burst from a neighbour on a shared machine moves one window, not the figure. The windows that
 hold a checkpoint are left out of (a)/(b) and give (e). The reference loops run once before and once
 after ganpipe's runs, and the faster round is the reference. (The run's own `samples_per_s` metric is
-printed beside it: it stops its clock before the MLflow write, so it reads a little high.)
+printed beside it: its window ends before the log step's own work, grid and checkpoint report, so
+it reads a little high.)
 """
 from __future__ import annotations
 
