@@ -83,7 +83,7 @@ def prepare(job: str | Path, overrides: list[str] | None = None, *, submission_i
     """Validate the spec and check the shards here, so a bad spec or missing data never reaches the
     cluster. Raises SpecError / DataError / SubmitError."""
     from pipeline.data.manifest import check_shards
-    from pipeline.train.launch import resolve_tracking_uri
+    from pipeline.tracking.run import PROJECT_ROOT, git_commit, resolve_tracking_uri
 
     spec = load_job(job, overrides or [])
     warnings: list[str] = []
@@ -98,7 +98,7 @@ def prepare(job: str | Path, overrides: list[str] | None = None, *, submission_i
     if spec.tracking.tracking_uri is None:
         # The driver on the cluster would otherwise fall back to its own working folder's sqlite file.
         env["MLFLOW_TRACKING_URI"] = resolve_tracking_uri(None)
-    if commit := _git_commit():
+    if commit := git_commit(PROJECT_ROOT):
         env[GIT_ENV] = commit  # .git does not travel; the run's lineage tag comes from here
     env.update(extra_env or {})
     env[SUBMISSION_ENV] = submission_id
@@ -109,20 +109,6 @@ def prepare(job: str | Path, overrides: list[str] | None = None, *, submission_i
     meta = {"ganpipe_job": spec.name, "registered_model": spec.tracking.registered_model,
             "experiment": spec.tracking.experiment, **(metadata or {})}
     return Submission(submission_id, spec, entrypoint, {"env_vars": env, "excludes": EXCLUDES}, meta, warnings)
-
-
-def _git_commit() -> str | None:
-    """The submitting checkout's commit, when the code comes from one (clean or not)."""
-    import subprocess
-
-    root = Path(pipeline.__file__).resolve().parent.parent
-    if not (root / ".git").exists():
-        return None
-    try:
-        res = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return res.stdout.strip() if res.returncode == 0 else None
 
 
 def _absolute_local_paths(spec: JobSpec) -> tuple[JobSpec, list[str]]:

@@ -32,7 +32,7 @@ def lineage_tags() -> dict[str, str]:
     git commit (when the code is a git checkout, or $GANPIPE_GIT_COMMIT says so) and the Ray Jobs
     submission id (when this driver runs inside a submitted job)."""
     tags = {}
-    if commit := os.environ.get("GANPIPE_GIT_COMMIT") or _git_commit(PROJECT_ROOT):
+    if commit := os.environ.get("GANPIPE_GIT_COMMIT") or git_commit(PROJECT_ROOT):
         tags[names.GIT_COMMIT] = commit
     if submission := submission_id():
         tags[names.SUBMISSION_ID] = submission
@@ -52,7 +52,8 @@ def submission_id() -> str | None:
         return None
 
 
-def _git_commit(root: Path) -> str | None:
+def git_commit(root: Path) -> str | None:
+    """The commit checked out at `root` (clean or not), or None outside a git checkout."""
     import subprocess
 
     if not (root / ".git").exists():  # a Ray Jobs working_dir upload or an installed wheel: no checkout

@@ -239,36 +239,13 @@ def shortfall(spec: JobSpec, nodes: list[dict[str, float]]) -> str | None:
 
 
 def _fit(spec: JobSpec, worker_config: dict, *, run_name, storage_path, fs, show_progress):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Queue
 
     from pipeline.train.progress import follow
-    from pipeline.train.worker import train_loop_per_worker
+    from pipeline.train.trainer import build_trainer
 
     progress = Queue(maxsize=10_000) if show_progress else None
-    s = spec.scaling
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={**worker_config, "progress": progress},
-        scaling_config=ScalingConfig(
-            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=dict(s.resources_per_worker),
-            placement_strategy=s.placement.upper(),  # PACK, SPREAD or STRICT_SPREAD: the worker group's placement group
-        ),
-        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=storage_path,
-            storage_filesystem=fs,
-            # Worker deaths are retried from the last checkpoint; a worker group that cannot be placed
-            # (start timeout) fails the controller at once, and train() explains the shortfall.
-            failure_config=FailureConfig(max_failures=s.max_failures, controller_failure_limit=0),
-            # Rank 0 buffers metrics through an MLflow outage (RunLogger), so its client should fail
-            # fast rather than block a training step in MLflow's default ~2-minute retry loop.
-            worker_runtime_env={"env_vars": {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}},
-            checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep),
-        ),
-    )
+    trainer = build_trainer(spec, {**worker_config, "progress": progress}, run_name=run_name, storage_path=storage_path, fs=fs)
     box: dict = {}
 
     def run() -> None:
