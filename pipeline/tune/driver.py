@@ -136,6 +136,8 @@ def _tune(search: Search, ctx, *, root: str, fs, resume: bool, show_progress: bo
     # Tune saves its experiment state every few seconds rather than Tune's adaptive >= 10 s: a trial
     # that ended just before the driver was killed must be known as finished on --resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Our table (progress.py) replaces Tune's; Tune's newer output engine prints its header even when silent.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     _init_ray(base.scaling.start_timeout_s)
     # A trial's own actor only waits on its Ray Train run, whose workers take the CPUs: reserving a
     # CPU for it too would halve the trials that fit. Tune refuses an all-zero request, hence 1 byte.
