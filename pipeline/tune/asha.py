@@ -3,15 +3,16 @@
 Tune saves trials and the searcher when it checkpoints an experiment, but not the scheduler: after
 `Tuner.restore`, ASHA would start with empty rungs, and the first trial to reach a rung would pass
 it unjudged however bad it is. This subclass writes the scores recorded at each rung (trial id →
-score, a few bytes per eval) next to the experiment after every decision, and reads them back the
-first time Tune hands it a trial after a restore.
+score, a few bytes per eval) and the trials it stopped next to the experiment after every decision,
+and reads them back the first time Tune hands it a trial after a restore. A trial stopped in the
+seconds before the driver died (Tune still saved it as running) is stopped again at its next report.
 """
 from __future__ import annotations
 
 import json
 import logging
 
-from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +22,15 @@ class ResumableASHA(AsyncHyperBandScheduler):
         super().__init__(**kwargs)
         self._state_path, self._fs = state_path, filesystem
         self._loaded = False
+        self._stopped: set[str] = set()
 
     # -- persistence --------------------------------------------------------------------------------
     def _rungs_as_json(self) -> list[list[list]]:
         return [[[milestone, recorded] for milestone, recorded in b._rungs] for b in self._brackets]
 
     def _save(self) -> None:
-        data = json.dumps({"rungs": self._rungs_as_json(), "num_stopped": self._num_stopped}).encode()
+        data = json.dumps({"rungs": self._rungs_as_json(), "num_stopped": self._num_stopped,
+                           "stopped": sorted(self._stopped)}).encode()
         try:
             with self._fs.open_output_stream(self._state_path) as f:
                 f.write(data)
@@ -48,6 +51,7 @@ class ResumableASHA(AsyncHyperBandScheduler):
             for milestone, recorded in bracket._rungs:
                 recorded.update(by_milestone.get(float(milestone), {}))
         self._num_stopped = saved.get("num_stopped", 0)
+        self._stopped = set(saved.get("stopped", []))
 
     # -- Tune's hooks ---------------------------------------------------------------------------------
     def on_trial_add(self, tune_controller, trial):
@@ -56,7 +60,11 @@ class ResumableASHA(AsyncHyperBandScheduler):
 
     def on_trial_result(self, tune_controller, trial, result):
         self._load_once()
+        if trial.trial_id in self._stopped:  # decided before a restart: the decision stands
+            return TrialScheduler.STOP
         action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
+            self._stopped.add(trial.trial_id)
         self._save()
         return action
 

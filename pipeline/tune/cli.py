@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 console = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str) -> None:
@@ -44,12 +44,13 @@ def tune(
 
     from pipeline.data.errors import DataError
     from pipeline.tracking.publish import RegistrationPending
+    from pipeline.train.launch import SchedulingError
     from pipeline.tune.driver import ResumeError, SearchInterrupted, run_search
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         out = run_search(search, resume=resume, tracking_uri=tracking_uri, best_spec=best_spec, show_progress=progress)
-    except (DataError, ResumeError, RegistrationPending) as e:
+    except (DataError, ResumeError, RegistrationPending, SchedulingError) as e:
         _fail(str(e))
     except SearchInterrupted as e:
         err.print(f"[bold yellow]interrupted:[/] search {e.search_id}; MLflow parent run {e.parent_run_id} marked KILLED", highlight=False)

@@ -22,7 +22,9 @@ from pipeline.tune.spec import Search
 from pipeline.tune.winner import TrialRow
 
 log = logging.getLogger(__name__)
-SCHEDULER_STATE = "scheduler_rungs.json"
+# Not *.json: on a restore Tune copies the experiment folder's top-level .json/.pkl files to its
+# staging folder and keeps uploading them back, which would overwrite this file with the stale copy.
+SCHEDULER_STATE = "scheduler_rungs.jsonl"
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -77,6 +79,14 @@ def run_search(search: Search, *, resume: bool = False, tracking_uri: str | None
     uri = resolve_tracking_uri(tracking_uri or base.tracking.tracking_uri)
     experiment = base.tracking.experiment
     root, fs = storage_root(base)
+    from pipeline.train.launch import SchedulingError, _init_ray, shortfall
+
+    started_ray = _init_ray(base.scaling.start_timeout_s)
+    import ray
+
+    # A trial the cluster can never hold would only fail after its start timeout, trial after trial.
+    if why := shortfall(base, [n["Resources"] for n in ray.nodes() if n.get("Alive")]):
+        raise SchedulingError(f"every trial runs the base job's worker group: {why}")
     if resume:
         search_id, parent_id = _resumable(search, uri, experiment, manifest_sha, root, fs)
         tracking.reopen(uri, parent_id)
@@ -91,14 +101,15 @@ def run_search(search: Search, *, resume: bool = False, tracking_uri: str | None
     try:
         rows = _tune(search, ctx, root=root, fs=fs, resume=resume, show_progress=show_progress)
     except KeyboardInterrupt:
+        # Tune's experiment state (saved every 2 s) still has the running trials as running, so
+        # --resume continues them. Our own Ray goes down now, and the trials' workers with it.
         end_run(uri, parent_id, "KILLED")
+        if started_ray:
+            ray.shutdown()
         raise SearchInterrupted(search_id, parent_id) from None
     except BaseException:
         end_run(uri, parent_id, "FAILED")
         raise
-    if any(r.state in ("pending", "running", "paused") for r in rows):  # Tune stopped on a signal
-        end_run(uri, parent_id, "KILLED")
-        raise SearchInterrupted(search_id, parent_id)
     return _finish(search, rows, search_id=search_id, parent_id=parent_id, uri=uri, manifest_sha=manifest_sha, fs=fs,
                    best_spec=best_spec, t0=t0)
 
@@ -128,7 +139,6 @@ def _resumable(search: Search, uri: str, experiment: str, manifest_sha: str, roo
 def _tune(search: Search, ctx, *, root: str, fs, resume: bool, show_progress: bool) -> list[TrialRow]:
     from ray import tune
 
-    from pipeline.train.launch import _init_ray
     from pipeline.tune.progress import SearchProgress, TrialRunCloser
     from pipeline.tune.trial import trainable as trial_trainable
 
@@ -138,7 +148,10 @@ def _tune(search: Search, ctx, *, root: str, fs, resume: bool, show_progress: bo
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     # Our table (progress.py) replaces Tune's; Tune's newer output engine prints its header even when silent.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    _init_ray(base.scaling.start_timeout_s)
+    # Ctrl-C is a KeyboardInterrupt out of fit() (run_search handles it). Tune's own handler would
+    # stop every trial instead, marking it finished, so that neither we nor --resume could tell an
+    # interrupted trial from a completed one.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     # A trial's own actor only waits on its Ray Train run, whose workers take the CPUs: reserving a
     # CPU for it too would halve the trials that fit. Tune refuses an all-zero request, hence 1 byte.
     trainable = tune.with_resources(trial_trainable(ctx), {"CPU": 0, "memory": 1})
@@ -183,9 +196,11 @@ def _scheduler(search: Search, base, fs, experiment: str):
     every = base.train.eval_every
     # Time is the training step each report carries (not Tune's iteration count, which restarts with
     # a restarted trial); the grace and the rungs are whole evals.
+    # stop_last_trials=False: a trial's report at its last step is the end of its training anyway; a
+    # stop there would abort the run before rank 0 has sent its final metrics and closed its run.
     return ResumableASHA(state_path=f"{experiment}/{SCHEDULER_STATE}", filesystem=fs, time_attr="step",
                          max_t=base.train.steps, grace_period=sched.grace_period * every,
-                         reduction_factor=sched.reduction_factor)
+                         reduction_factor=sched.reduction_factor, stop_last_trials=False)
 
 
 def _rows(search: Search, results, ctx) -> list[TrialRow]:
@@ -227,7 +242,10 @@ def _finish(search: Search, rows: list[TrialRow], *, search_id, parent_id, uri, 
                             best=best and {"trial_id": best.trial_id, "run_id": best.run_id, "metric": best.metric},
                             best_job_yaml=job_text, metric=s.metric)
     if best is not None and s.winner != "none":
-        out = publish_winner(search.job_for(best.params), best, action=s.winner, promote=s.promote, search_id=search_id,
+        from pipeline.spec import PromoteSpec
+
+        promote = s.promote or PromoteSpec(metric=s.metric)  # the gate judges by the search's metric unless told
+        out = publish_winner(search.job_for(best.params), best, action=s.winner, promote=promote, search_id=search_id,
                              tracking_uri=uri, manifest_sha=manifest_sha, storage_fs=fs)
         version = out.version
         gate = out.decision.outcome if out.decision is not None else None

@@ -66,13 +66,15 @@ class SearchProgress(Callback):
             return
         if self.plain is None:
             self.plain = not sys.stdout.isatty()
+        row = self._row(trial)
+        if event in ("ended", "failed"):  # Tune sets TERMINATED or ERROR only after its callbacks ran
+            row["final"] = describe_state("TERMINATED" if event == "ended" else "ERROR", row["step"], self.steps)
         if self.plain:
-            row = self._row(trial)
             if event is None and row["metric"] is None:
                 return
             metric = "" if row["metric"] is None else f"  {self.metric_key} {row['metric']:.4g}"
             step = "" if row["step"] is None else f"  step {row['step']}/{self.steps}"
-            state = describe_state(trial.status, row["step"], self.steps) if event else "running"
+            state = {None: "running", "started": "started"}.get(event) or row["final"]
             print(f"{time.strftime('%H:%M:%S')} trial {trial.trial_id} {state}{step}{metric}  {_values(trial, self.params)}", flush=True)
             return
         if self._live is None:
@@ -93,7 +95,7 @@ class SearchProgress(Callback):
                 t.trial_id, *[_fmt(params.get(p)) for p in self.params],
                 "" if row["step"] is None else f"{row['step']}/{self.steps}",
                 "" if row["metric"] is None else f"{row['metric']:.4g}",
-                describe_state(t.status, row["step"], self.steps),
+                row.get("final") or describe_state(t.status, row["step"], self.steps),
             )
         return table
 

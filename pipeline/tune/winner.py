@@ -58,7 +58,7 @@ def write_best_job(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def publish_winner(job: JobSpec, row: TrialRow, *, action: str, promote: PromoteSpec | None, search_id: str,
+def publish_winner(job: JobSpec, row: TrialRow, *, action: str, promote: PromoteSpec, search_id: str,
                    tracking_uri: str, manifest_sha: str, storage_fs) -> Any:
     """Log the winner's (EMA) generator into its child run and register it (tracking/publish.py); with
     `promote`, through the gate. Idempotent: a resumed search reuses the version already registered."""
@@ -69,7 +69,7 @@ def publish_winner(job: JobSpec, row: TrialRow, *, action: str, promote: Promote
     from pipeline.train.export import generator_from_checkpoint
     from pipeline.tune.tracking import SEARCH, TRIAL_ID
 
-    tracking = job.tracking.model_copy(update={"promote": (promote or PromoteSpec()) if action == "promote" else None})
+    tracking = job.tracking.model_copy(update={"promote": promote if action == "promote" else None})
     job = job.model_copy(update={"tracking": tracking})
     checkpoint = Checkpoint(row.checkpoint_path, filesystem=storage_fs)
     with checkpoint.as_directory() as d:
