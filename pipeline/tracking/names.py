@@ -56,3 +56,16 @@ EVAL_KID = "eval/kid"
 EVAL_PRECISION = "eval/precision"
 EVAL_RECALL = "eval/recall"
 EVAL_MEMORIZATION = "eval/memorization"
+
+# -- a search (ganpipe tune): a parent run and one nested run per trial ------------------------------
+SEARCH = "search"                  # the search id (its run name), on the parent and every child
+SEARCH_NAME = "search_name"        # the search file's `name`
+SEARCH_SHA256 = "search_sha256"    # search file + base job: a resume must continue the same search
+ROLE = "search_role"               # parent | trial
+TRIAL_ID = "trial_id"              # Tune's trial id, on the child and on the registered version
+BEST_TRIAL_ID = "best_trial_id"
+BEST_RUN_ID = "best_run_id"
+STOPPED_EARLY = "stopped_early"    # "true" on a child the scheduler stopped before train.steps
+TRIAL_STARTS = "trial_starts"      # how many times the trial's function started (2+: resumed)
+PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag: nests the child under the parent in the UI
+TUNE_PARAM_PREFIX = "tune."              # searched values as params: tune.<spec path>

@@ -50,7 +50,7 @@ def storage(spec: JobSpec) -> tuple[str, object | None]:
     return path.removeprefix("s3://"), fs
 
 
-def _init_ray(start_timeout_s: float) -> bool:
+def init_ray(start_timeout_s: float) -> bool:
     """Connect to $RAY_ADDRESS or start a local Ray; True when this call did it (and so may stop it)."""
     import ray
 
@@ -118,7 +118,7 @@ def train(spec: JobSpec, *, run_name: str | None = None, resume: str | None = No
             resolved_spec=spec.model_dump(mode="json"),
         )
     storage_path, fs = storage(spec)
-    started_ray = _init_ray(spec.scaling.start_timeout_s)
+    started_ray = init_ray(spec.scaling.start_timeout_s)
     worker_config = WorkerConfig(
         spec=spec.model_dump(mode="json"), tracking_uri=tracking_uri, run_id=run_id, manifest_sha256=manifest_sha,
         record_keys=record_keys,

@@ -79,9 +79,9 @@ def run_search(search: Search, *, resume: bool = False, tracking_uri: str | None
     uri = resolve_tracking_uri(tracking_uri or base.tracking.tracking_uri)
     experiment = base.tracking.experiment
     root, fs = storage_root(base)
-    from pipeline.train.launch import SchedulingError, _init_ray, shortfall
+    from pipeline.train.launch import SchedulingError, init_ray, shortfall
 
-    started_ray = _init_ray(base.scaling.start_timeout_s)
+    started_ray = init_ray(base.scaling.start_timeout_s)
     import ray
 
     # A trial the cluster can never hold would only fail after its start timeout, trial after trial.

@@ -16,18 +16,11 @@ import yaml
 from pipeline.tracking import names
 from pipeline.tracking.run import end_run, flatten_params, open_run
 
-# Tags of a search (candidates for tracking/names.py, which is another part's file).
-SEARCH = "search"                  # the search id (its run name), on the parent and every child
-SEARCH_NAME = "search_name"        # the search file's `name`
-SEARCH_SHA256 = "search_sha256"    # search file + base job: a resume must continue the same search
-ROLE = "search_role"               # parent | trial
-TRIAL_ID = "trial_id"              # Tune's trial id, on the child and on the registered version
-BEST_TRIAL_ID = "best_trial_id"
-BEST_RUN_ID = "best_run_id"
-STOPPED_EARLY = "stopped_early"    # "true" on a child the scheduler stopped before train.steps
-TRIAL_STARTS = "trial_starts"      # how many times the trial's function started (2+: resumed)
-PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag: nests the child under the parent in the UI
-PARAM_PREFIX = "tune."
+# The search's tag names live with every other name (re-exported here for the search's own modules).
+from pipeline.tracking.names import (  # noqa: E402,F401
+    BEST_RUN_ID, BEST_TRIAL_ID, PARENT_RUN_ID, ROLE, SEARCH, SEARCH_NAME, SEARCH_SHA256, STOPPED_EARLY,
+    TRIAL_ID, TRIAL_STARTS, TUNE_PARAM_PREFIX as PARAM_PREFIX,
+)
 
 
 def _client(tracking_uri: str):

@@ -17,7 +17,7 @@ def no_ray_no_mlflow(monkeypatch):
     def forbidden(*a, **k):
         raise AssertionError("reached Ray or MLflow")
 
-    monkeypatch.setattr(launch, "_init_ray", forbidden)
+    monkeypatch.setattr(launch, "init_ray", forbidden)
     monkeypatch.setattr(launch, "open_run", forbidden)
 
 
