@@ -31,7 +31,7 @@ quickstart: $(STAMP) $(DIGITS)
 	@echo "samples: $(CURDIR)/samples.png   MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 tests
 
 clean:
 	rm -rf data ray_results mlflow.db mlartifacts samples.png
