@@ -39,6 +39,7 @@ from pipeline.data.config import DataSpec  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
 from pipeline.data.reader import decode, iter_shard  # noqa: E402
 from pipeline.data.stream import make_batches  # noqa: E402
+from bench.tables import print_tables  # noqa: E402
 
 RESOLUTION = 32
 
@@ -178,19 +179,11 @@ def bench_packed(args) -> None:
     size = sum(e["bytes"] for e in manifest["shards"]) / 2**20
     print(f"\n{manifest['num_samples']:,} samples, {len(manifest['shards'])} shards, {size:.1f} MiB, "
           f"{RESOLUTION}x{RESOLUTION} PNG; batch {args.batch}; one core, loader_workers=0; best of {args.rounds} rounds\n")
-    print("| loader | samples/s |")
-    print("|---|---:|")
-    for name, value in results.items():
-        print(f"| {name} | {value:,.0f} |")
-    print()
-    print("| goal | measured | met |")
-    print("|---|---:|:---:|")
-    for goal, value, met in (
+    print_tables(results, [
         ("(a) >= 0.9 x (b)", a / b, a / b >= 0.9),
         ("(a) >= 10 x (c)", a / c, a / c >= 10),
         ("(d) / (b) <= 2", d / b, d / b <= 2),
-    ):
-        print(f"| {goal} | {value:.2f} | {'yes' if met else 'no'} |")
+    ])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pipeline.data.config import DataSpec
 from pipeline.data.decode import DecodeConfig, SampleDecoder
 from pipeline.data.reader import iter_shard
 from pipeline.data.stream import make_batches
+from bench.tables import print_tables
 
 RESOLUTION = 64
 
@@ -136,16 +137,8 @@ def bench_foreign(args, start_endpoint) -> None:
     a, b, c, d1, d2 = results.values()
     print(f"\nforeign shards: {args.foreign_samples:,} JPEGs of 224-319 px (any aspect), {len(names)} shards, {size:.1f} MiB, "
           f"to {RESOLUTION}x{RESOLUTION}; batch {args.batch}; one core, loader_workers=0; best of {args.rounds} rounds\n")
-    print("| loader | samples/s |")
-    print("|---|---:|")
-    for name, value in results.items():
-        print(f"| {name} | {value:,.0f} |")
-    print()
-    print("| goal | measured | met |")
-    print("|---|---:|:---:|")
-    for goal, value, met in (
+    print_tables(results, [
         ("(a) >= 0.9 x (b)", a / b, a / b >= 0.9),
         ("(b) >= 2 x (c)", b / c, b / c >= 2),
         ("draft mode: (d1) / (d2)", d1 / d2, None),
-    ):
-        print(f"| {goal} | {value:.2f} | {'-' if met is None else 'yes' if met else 'no'} |")
+    ])

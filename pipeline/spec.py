@@ -167,12 +167,17 @@ def parse_job(raw: dict[str, Any], source: str = "<spec>") -> JobSpec:
         raise SpecError(f"invalid job spec {source}:\n" + "\n".join(lines)) from None
 
 
-def load_job(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
-    path = Path(path)
+def read_yaml_mapping(path: str | Path, what: str, error: type[Exception] = SpecError) -> dict:
+    """The YAML mapping in `path`; `error` names `what` the file is when it is unreadable or not a mapping."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as e:
-        raise SpecError(f"cannot read job spec {path}: {e}") from None
+        raise error(f"cannot read {what} {path}: {e}") from None
     if not isinstance(raw, dict):
-        raise SpecError(f"job spec {path} must be a YAML mapping")
+        raise error(f"{what} {path} must be a YAML mapping")
+    return raw
+
+
+def load_job(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    raw = read_yaml_mapping(path, "job spec")
     return parse_job(apply_overrides(raw, overrides or []), str(path))

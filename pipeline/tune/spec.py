@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.spec import JobSpec, PromoteSpec, SpecError, apply_overrides, parse_job
+from pipeline.spec import JobSpec, PromoteSpec, SpecError, apply_overrides, parse_job, read_yaml_mapping
 from pipeline.tune.space import AddressError, apply_assignments, draw_trials, probes, set_field
 
 METRIC_KEYS = {"fd": "eval/fd", "kid": "eval/kid"}  # what rank 0 reports (tracking/names.py EVAL_FD, EVAL_KID)
@@ -130,12 +130,7 @@ def _show(assignments: dict[str, Any]) -> str:
 def load_search(path: str | Path) -> Search:
     """Read and validate a search file and every job it can produce; SearchError names the field."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise SearchError(f"cannot read search file {path}: {e}") from None
-    if not isinstance(raw, dict):
-        raise SearchError(f"search file {path} must be a YAML mapping")
+    raw = read_yaml_mapping(path, "search file", SearchError)
     try:
         spec = SearchSpec.model_validate(raw)
     except ValidationError as e:
@@ -144,11 +139,9 @@ def load_search(path: str | Path) -> Search:
         raise SearchError(f"invalid search file {path}:\n" + "\n".join(lines)) from None
     job_path = (path.parent / spec.job).resolve()
     try:
-        base_raw = yaml.safe_load(job_path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise SearchError(f"{path}: job: cannot read the base job {job_path}: {e}") from None
-    if not isinstance(base_raw, dict):
-        raise SearchError(f"{path}: job: {job_path} is not a YAML mapping")
+        base_raw = read_yaml_mapping(job_path, "the base job")
+    except SpecError as e:
+        raise SearchError(f"{path}: job: {e}") from None
     try:
         for item in spec.set:
             key, sep, value = item.partition("=")
@@ -166,7 +159,6 @@ def load_search(path: str | Path) -> Search:
 def _absolute_paths(raw: dict) -> dict:
     """Local paths made absolute against the working folder (as `ganpipe train` reads them): trials
     run in Tune's trial folders, and the best spec file must mean the same wherever it is used."""
-    from pathlib import Path as P
 
     def fix(section: str, key: str, default: str | None = None) -> None:
         node = raw.get(section)
@@ -176,7 +168,7 @@ def _absolute_paths(raw: dict) -> dict:
             node = raw[section] = {}
         value = node.get(key, default)
         if isinstance(value, str) and "://" not in value:
-            node[key] = str(P(value).expanduser().resolve())
+            node[key] = str(Path(value).expanduser().resolve())
 
     fix("data", "root")
     fix("checkpoint", "storage_path", "./ray_results")
