@@ -45,7 +45,6 @@ GATE_LOG_PREFIX = "gate.log"
 ROLLED_BACK_REASON = "gate.rolled_back_reason"  # on a champion that a rollback demoted
 
 # -- params (flattened spec fields) that code reads back from the run ------------------------------
-PATIENCE_PARAM = "tracking.patience_s"  # TrackingSpec.patience_s, as open_run logs it
 
 # -- metrics logged by rank 0 ------------------------------------------------------------------------
 SAMPLES_SEEN = "samples_seen"

@@ -17,7 +17,6 @@ from collections import deque
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking import names
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 100_000  # metric points kept during an outage (~10 MB); the oldest go first
@@ -29,12 +28,10 @@ MAX_BACKOFF_S = 30.0
 
 
 class RunLogger:
-    def __init__(self, tracking_uri: str, run_id: str, *, patience_s: float | None = None):
+    def __init__(self, tracking_uri: str, run_id: str, *, patience_s: float = DEFAULT_PATIENCE_S):
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.run_id = run_id
-        # None: read the job's tracking.patience_s from the run's params once the server answers
-        # (workers build their logger from the run id alone), else DEFAULT_PATIENCE_S.
-        self.patience_s = patience_s
+        self.patience_s = patience_s  # the job's tracking.patience_s
         self.pending: deque[Metric] = deque(maxlen=MAX_PENDING)
         self.pending_images: deque[tuple[bytes, str]] = deque(maxlen=MAX_PENDING_IMAGES)
         self.down_since: float | None = None
@@ -60,19 +57,16 @@ class RunLogger:
 
     def close(self, patience_s: float | None = None) -> None:
         """At the end of training, wait out an outage (with backoff) rather than drop what is
-        buffered; after `patience_s` (default: the run's tracking.patience_s) the rest is lost."""
+        buffered; after `patience_s` (default: the one given at construction) the rest is lost."""
         if patience_s is not None:
             self.patience_s = patience_s
         self._closed.set()
         self._wake.set()
         # The sender exits once the buffers are empty or the patience is spent; the margin covers
         # one last request that started just before the deadline (MLflow's HTTP timeout).
-        self._sender.join(timeout=self._patience() + 120.0)
+        self._sender.join(timeout=self.patience_s + 120.0)
 
     # -- the sender thread -------------------------------------------------------------------------
-
-    def _patience(self) -> float:
-        return self.patience_s if self.patience_s is not None else DEFAULT_PATIENCE_S
 
     def _send_loop(self) -> None:
         sent, backoff, deadline = True, IDLE_WAKE_S, None
@@ -86,21 +80,18 @@ class RunLogger:
             self._wake.clear()
             closing = self._closed.is_set()  # read once: close() may come during the flush below
             if closing and deadline is None:
-                deadline = time.monotonic() + self._patience()
+                deadline = time.monotonic() + self.patience_s
             sent = self.flush()
             if closing and (sent or time.monotonic() >= deadline):
                 if not sent:
                     log.error("MLflow still unreachable after %.0f s: %d metric points and %d images are lost",
-                              self._patience(), len(self.pending), len(self.pending_images))
+                              self.patience_s, len(self.pending), len(self.pending_images))
                 return
             backoff = IDLE_WAKE_S if sent else min(backoff * 2, MAX_BACKOFF_S)
 
     def flush(self) -> bool:
         """Send everything buffered; False (and the rest kept, in order) when the server fails."""
         try:
-            if self.patience_s is None:
-                params = self.client.get_run(self.run_id).data.params
-                self.patience_s = float(params.get(names.PATIENCE_PARAM, DEFAULT_PATIENCE_S))
             while batch := self._take(BATCH):
                 try:
                     self.client.log_batch(self.run_id, metrics=batch)

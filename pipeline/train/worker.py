@@ -80,7 +80,7 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     logger = scorer = None
     logged_through = 0  # steps up to here are in MLflow already (a resumed run): not sent twice
     if rank == 0:
-        logger = _rank0_logger(config)
+        logger = _rank0_logger(config, spec)
         scorer = _rank0_scorer(spec, config, device)
         if start:
             logged_through = _logged_through(config)
@@ -188,10 +188,10 @@ def _show_progress(queue, item: dict) -> None:
         pass
 
 
-def _rank0_logger(config: WorkerConfig):
+def _rank0_logger(config: WorkerConfig, spec: JobSpec):
     from pipeline.tracking.run_logger import RunLogger
 
-    return RunLogger(config.tracking_uri, config.run_id)
+    return RunLogger(config.tracking_uri, config.run_id, patience_s=spec.tracking.patience_s)
 
 
 def _rank0_scorer(spec: JobSpec, config: WorkerConfig, device):

@@ -50,15 +50,13 @@ def test_everything_logged_arrives_in_order_on_a_real_store(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
     run_id = client.create_run(client.create_experiment("e")).info.run_id
-    client.log_param(run_id, "tracking.patience_s", 30)
-    logger = RunLogger(uri, run_id)  # patience read from the run's params
+    logger = RunLogger(uri, run_id, patience_s=30)
     for step in range(1, 2501):  # more than one MLflow batch (1000 points)
         logger.log_metrics({"loss": step / 10}, step=step)
     png = io.BytesIO()
     Image.new("RGB", (8, 8), "red").save(png, format="PNG")
     logger.log_png(png.getvalue(), "samples/step_0002500.png")
     logger.close()
-    assert logger.patience_s == pytest.approx(30)
     history = client.get_metric_history(run_id, "loss")
     assert [m.step for m in history] == list(range(1, 2501))
     assert [a.path for a in client.list_artifacts(run_id, "samples")] == ["samples/step_0002500.png"]
