@@ -34,7 +34,7 @@ def _fail(message: str) -> None:
 @app.command()
 def train(
     job: Path = typer.Argument(..., help="Job spec YAML (see jobs/)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a field: --set train.steps=50 (repeatable)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a field: --set train.steps=50, a regularizer by kind: --set regularization.r1.gamma=0.1 (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved spec and exit; starts nothing."),
     name: Optional[str] = typer.Option(None, help="Name of the new run (default: job name, time and a random suffix); an existing one is refused."),
     resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN", help="Continue this unfinished run (see `ganpipe runs`): same MLflow run and checkpoints."),

@@ -144,18 +144,18 @@ def _describe(err: dict) -> str:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """`--set a.b=VALUE`: VALUE is parsed as YAML so numbers, booleans and lists keep their types."""
+    """`--set a.b=VALUE`, a regularizer by its kind (`regularization.r1.gamma=0.1`, see
+    field_paths.py): VALUE is parsed as YAML so numbers, booleans and lists keep their types."""
+    from pipeline.field_paths import AddressError, set_field
+
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SpecError(f"--set expects KEY=VALUE, got {item!r}")
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise SpecError(f"--set {key}: `{part}` is not a section")
-        node[leaf] = yaml.safe_load(value)
+        try:
+            set_field(raw, key, yaml.safe_load(value))
+        except AddressError as e:
+            raise SpecError(f"--set {e}") from None
     return raw
 
 

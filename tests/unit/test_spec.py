@@ -128,6 +128,16 @@ def test_overrides_keep_types_and_reject_garbage():
         apply_overrides({}, ["train.steps"])
 
 
+def test_overrides_address_a_regularizer_by_its_kind():
+    raw = apply_overrides(copy.deepcopy(BASE), ["regularization.l2.weight=3.0e-4", "regularization.r1.gamma=0.5"])
+    spec = parse_job(raw)
+    assert [(r.kind, r.weight) for r in spec.regularization] == [("l2", 3.0e-4), ("r1", 0.5)]  # r1 added, l2 changed
+    with pytest.raises(SpecError, match=r"--set regularization.r9.gamma: unknown regularizer kind 'r9'; allowed: .*r1"):
+        apply_overrides(copy.deepcopy(BASE), ["regularization.r9.gamma=1"])
+    with pytest.raises(SpecError, match=r"--set train.steps.x: `train.steps` is a value"):
+        apply_overrides(copy.deepcopy(BASE), ["train.steps.x=1"])
+
+
 def test_load_job_reports_yaml_errors(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("name: [unclosed\n")
