@@ -33,20 +33,25 @@ def _jobs(address: Optional[str]):
 
 
 def submit(
-    job: Path = typer.Argument(..., help="Job spec YAML (see jobs/)."),
+    job: Path = typer.Argument(..., metavar="FILE", help="Job spec YAML (see jobs/), or a search file (jobs/searches/) to run `ganpipe tune` on the cluster."),
     address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
-    set_: List[str] = typer.Option([], "--set", help="Override a field: --set train.steps=50 (repeatable)."),
-    name: Optional[str] = typer.Option(None, help="Submission id (also the Ray Train and MLflow run name); default JOB-TIME-RANDOM."),
+    set_: List[str] = typer.Option([], "--set", help="Override a field: --set train.steps=50 (repeatable; for a search, a field of its base job)."),
+    name: Optional[str] = typer.Option(None, help="Submission id (also the Ray Train and MLflow run name; a search's id); default NAME-TIME-RANDOM."),
     wait: bool = typer.Option(False, "--wait", help="Follow the logs and exit with the job's outcome (0 on success)."),
 ) -> None:
-    """Validate a job and its data here, then submit it to a Ray cluster through the Jobs API."""
+    """Validate a job (or every trial of a search) and its data here, then submit it to a Ray cluster
+    through the Jobs API."""
     from pipeline.data.errors import DataError
     from pipeline.ops import submit as ops
     from pipeline.spec import SpecError
+    from pipeline.tune.spec import SearchError
 
     try:
-        sub = ops.prepare(job, set_, submission_id=name)
-    except (SpecError, DataError, ops.SubmitError) as e:
+        if ops.is_search_file(job):
+            sub = ops.prepare_search(job, set_, submission_id=name)
+        else:
+            sub = ops.prepare(job, set_, submission_id=name)
+    except (SpecError, SearchError, DataError, ops.SubmitError) as e:
         _fail(str(e))
     for warning in sub.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)

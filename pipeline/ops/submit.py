@@ -1,7 +1,8 @@
-"""Submitting training jobs to a Ray cluster through the Ray Jobs API (`JobSubmissionClient`).
+"""Submitting training jobs and searches to a Ray cluster through the Ray Jobs API (`JobSubmissionClient`).
 
-What travels to the cluster: a staged copy of the `pipeline` package and the resolved job file,
-nothing else (no data, .venv, mlflow.db, ray_results or .git). What the job reads from the
+What travels to the cluster: a staged copy of the `pipeline` package and the resolved job file (for a
+search: the search file and its resolved base job), nothing else (no data, .venv, mlflow.db,
+ray_results or .git). What the job reads from the
 environment: only the non-secret variables named in PASSED_ENV; credentials (AWS keys, MLflow
 user/password) come from the cluster's own environment, as infra/ gives it from Kubernetes secrets.
 """
@@ -29,6 +30,7 @@ SUBMISSION_ENV = "GANPIPE_SUBMISSION_ID"
 SCHEDULE_ENV = "GANPIPE_SCHEDULE"
 GIT_ENV = "GANPIPE_GIT_COMMIT"
 JOB_FILE = "job.yaml"
+SEARCH_FILE = "search.yaml"
 # Belt and braces: the staged folder holds only the package and the job file, but if someone points
 # working_dir at the repository these never go.
 EXCLUDES = ["__pycache__", "*.pyc", ".venv", ".git", "data", "mlflow.db", "mlartifacts", "ray_results", "*.egg-info"]
@@ -48,7 +50,7 @@ class DuplicateSubmission(SubmitError):
 @dataclass
 class Submission:
     submission_id: str
-    spec: JobSpec
+    files: dict[str, str]  # staged beside the package: file name → YAML text
     entrypoint: str
     runtime_env: dict
     metadata: dict[str, str]
@@ -83,17 +85,69 @@ def prepare(job: str | Path, overrides: list[str] | None = None, *, submission_i
     """Validate the spec and check the shards here, so a bad spec or missing data never reaches the
     cluster. Raises SpecError / DataError / SubmitError."""
     from pipeline.data.manifest import check_shards
-    from pipeline.tracking.run import PROJECT_ROOT, git_commit, resolve_tracking_uri
 
-    spec = load_job(job, overrides or [])
-    warnings: list[str] = []
-    spec, local = _absolute_local_paths(spec)
-    if local:
-        warnings.append(f"{' and '.join(local)} local: every node of the cluster must see the same path")
+    spec, local = _absolute_local_paths(load_job(job, overrides or []))
     check_shards(spec.data)
-    submission_id = submission_id or new_submission_id(spec.name)
+    submission_id = _checked_id(submission_id or new_submission_id(spec.name))
+    return Submission(
+        submission_id,
+        files={JOB_FILE: _yaml(spec.model_dump(mode="json"))},
+        entrypoint=f"python -m pipeline train {JOB_FILE} --name {submission_id}",
+        runtime_env=_runtime_env(spec, submission_id, extra_env),
+        metadata={"ganpipe_job": spec.name, "registered_model": spec.tracking.registered_model,
+                  "experiment": spec.tracking.experiment, **(metadata or {})},
+        warnings=_local_warning(local),
+    )
+
+
+def prepare_search(search_file: str | Path, overrides: list[str] | None = None, *, submission_id: str | None = None) -> Submission:
+    """A search (`ganpipe tune`) as a cluster job: every trial's job validated and the shards checked
+    here, like a training job. The search file travels with its base job resolved (its `set` and
+    `overrides` applied, local paths absolute), so the cluster needs nothing from this folder.
+    Raises SearchError / DataError / SubmitError."""
+    from pipeline.data.manifest import check_shards
+    from pipeline.tune.spec import load_search
+
+    search = load_search(search_file, extra_set=overrides or [])
+    base, local = _absolute_local_paths(search.base_job())
+    check_shards(base.data)
+    submission_id = _checked_id(submission_id or new_submission_id(search.spec.name))
+    staged_search = {**search.spec.model_dump(mode="json", exclude_none=True), "job": JOB_FILE, "set": []}
+    return Submission(
+        submission_id,
+        files={SEARCH_FILE: _yaml(staged_search), JOB_FILE: _yaml(search.base_raw)},
+        entrypoint=f"python -m pipeline tune {SEARCH_FILE} --name {submission_id}",  # best job: on the parent run
+        runtime_env=_runtime_env(base, submission_id, None),
+        metadata={"ganpipe_search": search.spec.name, "registered_model": base.tracking.registered_model,
+                  "experiment": base.tracking.experiment},
+        warnings=_local_warning(local),
+    )
+
+
+def is_search_file(path: str | Path) -> bool:
+    """A search file names a `space`; a job file never does (its schema forbids unknown fields)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # the job loader reports it, naming the file
+    return isinstance(raw, dict) and "space" in raw
+
+
+def _checked_id(submission_id: str) -> str:
     if not _ID.match(submission_id):
         raise SubmitError(f"--name {submission_id!r}: use letters, digits, '_', '.', '-' (max 128), starting with a letter or digit")
+    return submission_id
+
+
+def _local_warning(local: list[str]) -> list[str]:
+    return [f"{' and '.join(local)} local: every node of the cluster must see the same path"] if local else []
+
+
+def _runtime_env(spec: JobSpec, submission_id: str, extra_env: dict[str, str] | None) -> dict:
+    """The job's environment: the named non-secret variables, the tracking URI the submitter
+    resolves, the git commit and the submission id."""
+    from pipeline.tracking.run import PROJECT_ROOT, git_commit, resolve_tracking_uri
+
     env = {k: os.environ[k] for k in PASSED_ENV if os.environ.get(k)}
     if spec.tracking.tracking_uri is None:
         # The driver on the cluster would otherwise fall back to its own working folder's sqlite file.
@@ -105,10 +159,11 @@ def prepare(job: str | Path, overrides: list[str] | None = None, *, submission_i
     for key, value in env.items():
         if _USERINFO.search(value):
             raise SubmitError(f"${key}: credentials in a URL are refused (user:password@); the cluster's environment supplies them")
-    entrypoint = f"python -m pipeline train {JOB_FILE} --name {submission_id}"
-    meta = {"ganpipe_job": spec.name, "registered_model": spec.tracking.registered_model,
-            "experiment": spec.tracking.experiment, **(metadata or {})}
-    return Submission(submission_id, spec, entrypoint, {"env_vars": env, "excludes": EXCLUDES}, meta, warnings)
+    return {"env_vars": env, "excludes": EXCLUDES}
+
+
+def _yaml(mapping: dict) -> str:
+    return yaml.safe_dump(mapping, sort_keys=False)
 
 
 def _absolute_local_paths(spec: JobSpec) -> tuple[JobSpec, list[str]]:
@@ -125,11 +180,12 @@ def _absolute_local_paths(spec: JobSpec) -> tuple[JobSpec, list[str]]:
 
 
 def stage(sub: Submission, dest: Path) -> list[str]:
-    """Write what travels into `dest`: the `pipeline` package (no caches) and the resolved job file.
-    Returns the staged files, relative to dest."""
+    """Write what travels into `dest`: the `pipeline` package (no caches) and the resolved job (and
+    search) file. Returns the staged files, relative to dest."""
     src = Path(pipeline.__file__).resolve().parent
     shutil.copytree(src, dest / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (dest / JOB_FILE).write_text(yaml.safe_dump(sub.spec.model_dump(mode="json"), sort_keys=False))
+    for name, text in sub.files.items():
+        (dest / name).write_text(text)
     return sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
 
 

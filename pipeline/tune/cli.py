@@ -26,6 +26,7 @@ def tune(
     best_spec: Optional[Path] = typer.Option(None, "--best-spec", help="Where to write the best trial's job (default: <search id>-best.yaml here)."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: base job, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)."),
     progress: bool = typer.Option(True, help="Show the trials table while the search runs."),
+    name: Optional[str] = typer.Option(None, help="Search id: the MLflow parent run's name and the Tune experiment folder (default NAME-TIME-RANDOM; `ganpipe submit` passes its submission id)."),
 ) -> None:
     """Search job-spec fields (regularization strengths, losses, learning rates) with Ray Tune: each
     trial trains the base job with its values, reports FD/KID at every eval, and ASHA stops the
@@ -40,6 +41,8 @@ def tune(
     if dry_run:
         _print_plan(search)
         return
+    if resume and name:
+        _fail("--resume continues the newest unfinished search of this file under its own id; drop --name")
     from ray.train import TrainingFailedError
 
     from pipeline.data.errors import DataError
@@ -49,7 +52,8 @@ def tune(
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
-        out = run_search(search, resume=resume, tracking_uri=tracking_uri, best_spec=best_spec, show_progress=progress)
+        out = run_search(search, resume=resume, tracking_uri=tracking_uri, best_spec=best_spec, show_progress=progress,
+                         search_id=name)
     except (DataError, ResumeError, RegistrationPending, SchedulingError) as e:
         _fail(str(e))
     except SearchInterrupted as e:
@@ -103,6 +107,7 @@ def _print_results(search, out) -> None:
         return
     console.print(f"  best trial         {out.best.trial_id} ({s.metric} {out.best.metric:.4g}, MLflow run {out.best.run_id})", highlight=False)
     console.print(f"  best job           {out.best_spec_path}  (ganpipe train {out.best_spec_path})", highlight=False)
+    console.print(f"  best job, tracked  runs:/{out.parent_run_id}/best_job.yaml  (mlflow artifacts download -u runs:/...)", highlight=False)
     if out.model_version is not None:
         base = search.base_job()
         gate = f", gate: {out.gate_outcome}" if out.gate_outcome else ""

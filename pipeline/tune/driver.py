@@ -67,7 +67,8 @@ def storage_root(job) -> tuple[str, object]:
 
 
 def run_search(search: Search, *, resume: bool = False, tracking_uri: str | None = None, best_spec: Path | None = None,
-               show_progress: bool = True) -> SearchOutcome:
+               show_progress: bool = True, search_id: str | None = None) -> SearchOutcome:
+    """`search_id` names a new search (parent run, Tune experiment); default NAME-TIME-RANDOM."""
     from pipeline.data.manifest import check_shards, load_manifest
     from pipeline.tracking.run import end_run, resolve_tracking_uri
     from pipeline.tune import tracking
@@ -91,7 +92,7 @@ def run_search(search: Search, *, resume: bool = False, tracking_uri: str | None
         search_id, parent_id = _resumable(search, uri, experiment, manifest_sha, root, fs)
         tracking.reopen(uri, parent_id)
     else:
-        search_id = new_search_id(search)
+        search_id = search_id or new_search_id(search)
         parent_id = tracking.open_parent(tracking_uri=uri, experiment=experiment, search_id=search_id, search=search,
                                          manifest_sha=manifest_sha)
     from pipeline.tune.trial import TrialContext

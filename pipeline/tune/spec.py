@@ -21,11 +21,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.spec import JobSpec, PromoteSpec, SpecError, apply_overrides, parse_job, read_yaml_mapping
-from pipeline.tune.space import AddressError, apply_assignments, draw_trials, probes, set_field
+from pipeline.tune.space import AddressError, apply_assignments, draw_trials, probes
 
 METRIC_KEYS = {"fd": "eval/fd", "kid": "eval/kid"}  # what rank 0 reports (tracking/names.py EVAL_FD, EVAL_KID)
 
@@ -127,10 +126,13 @@ def _show(assignments: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in assignments.items())
 
 
-def load_search(path: str | Path) -> Search:
-    """Read and validate a search file and every job it can produce; SearchError names the field."""
+def load_search(path: str | Path, extra_set: list[str] | None = None) -> Search:
+    """Read and validate a search file and every job it can produce; SearchError names the field.
+    `extra_set` (from the command line) is applied after the file's own `set`."""
     path = Path(path)
     raw = read_yaml_mapping(path, "search file", SearchError)
+    if extra_set:
+        raw["set"] = [*(raw.get("set") or []), *extra_set]
     try:
         spec = SearchSpec.model_validate(raw)
     except ValidationError as e:
@@ -143,13 +145,8 @@ def load_search(path: str | Path) -> Search:
     except SpecError as e:
         raise SearchError(f"{path}: job: {e}") from None
     try:
-        for item in spec.set:
-            key, sep, value = item.partition("=")
-            if sep and key.startswith("regularization."):
-                set_field(base_raw, key, yaml.safe_load(value))  # by kind, which --set cannot do
-            else:
-                apply_overrides(base_raw, [item])
-    except (AddressError, SpecError) as e:
+        apply_overrides(base_raw, spec.set)
+    except SpecError as e:
         raise SearchError(f"{path}: set: {e}") from None
     search = Search(spec, _absolute_paths(base_raw), path)
     check(search)

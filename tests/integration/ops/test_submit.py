@@ -72,3 +72,35 @@ def test_stop_a_running_job(ray_head, ops_mlflow, digits_root, tmp_path):
     logs = ganpipe("logs", sid, "--address", ray_head.dashboard_url)
     assert "step 10/100000" in logs.stdout
     assert ganpipe("status", "no-such-job", "--address", ray_head.dashboard_url).returncode == 2
+
+
+def test_submit_a_search_runs_ganpipe_tune_on_the_cluster(ray_head, ops_mlflow, digits_root, tmp_path):
+    """Two trials of a tiny search as one Ray job: the search id is the submission id, the parent
+    and child runs carry it, and the winner is registered once."""
+    import yaml
+
+    from pipeline.tracking import names
+
+    sid = f"search-{uuid.uuid4().hex[:8]}"
+    fixed = [o for o in short_overrides(tmp_path, data_root=digits_root, tracking_uri=ops_mlflow.uri, model=MODEL) if o != "eval=null"]
+    search = {"name": "ops-search", "job": str(REPO / "jobs/quickstart.yaml"), "trials": 1, "max_concurrent": 1,
+              "set": [*fixed, "scaling.num_workers=1", "train.eval_every=10", "eval.num_samples=64", "eval.classifier_steps=30",
+                      f"eval.cache_dir={tmp_path / 'cache'}"],
+              "space": {"regularization.r1.gamma": {"grid": [0.1, 1.0]}}, "scheduler": {"kind": "none"}, "winner": "register"}
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(search, sort_keys=False))
+    r = ganpipe("submit", str(path), "--address", ray_head.dashboard_url, "--name", sid, "--wait")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"submitted {sid}" in r.stdout and f"done search {sid}" in r.stdout  # tune's own summary, in the job's log
+    assert r.stdout.rstrip().endswith(f"{sid}: SUCCEEDED")
+
+    client = MlflowClient(tracking_uri=ops_mlflow.uri)
+    exp_id = client.get_experiment_by_name("ops-tests").experiment_id
+    runs = client.search_runs([exp_id], f"tags.`{names.SEARCH}` = '{sid}'")
+    roles = sorted(run.data.tags[names.ROLE] for run in runs)
+    assert roles == ["parent", "trial", "trial"] and all(run.info.status == "FINISHED" for run in runs)
+    parent = next(run for run in runs if run.data.tags[names.ROLE] == "parent")
+    assert parent.info.run_name == sid and parent.data.tags[names.SUBMISSION_ID] == sid
+    assert "best_job.yaml" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    published = [v for v in client.search_model_versions(f"name='{MODEL}'") if v.tags.get(names.SEARCH) == sid]
+    assert len(published) == 1 and published[0].run_id == parent.data.tags[names.BEST_RUN_ID]

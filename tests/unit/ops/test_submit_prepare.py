@@ -90,3 +90,36 @@ def test_address_from_flag_then_environment(monkeypatch):
     assert ops.resolve_address(None) == "http://head:8265"
     monkeypatch.delenv("RAY_ADDRESS")
     assert ops.resolve_address(None) == "http://127.0.0.1:8265"
+
+
+def _search_file(tmp_path: Path, data_root: str, **changes) -> Path:
+    search = {"name": "tiny-search", "job": str(QUICKSTART),
+              "set": [f"data.root={data_root}", "train.steps=20", "train.eval_every=10", "scaling.num_workers=1"],
+              "space": {"regularization.r1.gamma": {"loguniform": [0.01, 1.0]}}, "trials": 3, **changes}
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(search, sort_keys=False))
+    return path
+
+
+def test_a_search_travels_as_a_self_contained_search_and_base_job(tiny_root, tmp_path):
+    from pipeline.tune.spec import load_search
+
+    path = _search_file(tmp_path, tiny_root)
+    assert ops.is_search_file(path) and not ops.is_search_file(QUICKSTART)
+    sub = ops.prepare_search(path, ["train.global_batch=16"], submission_id="tiny-1")
+    assert sub.entrypoint == "python -m pipeline tune search.yaml --name tiny-1"
+    assert sub.metadata["ganpipe_search"] == "tiny-search"
+    staged = tmp_path / "staged"
+    files = ops.stage(sub, staged)
+    assert {"search.yaml", "job.yaml"} <= set(files) and all(f in ("search.yaml", "job.yaml") or f.startswith("pipeline/") for f in files)
+    # On the cluster the staged search must resolve to the same trials, with --set applied to the base job.
+    there = load_search(staged / "search.yaml")
+    here = load_search(path, extra_set=["train.global_batch=16"])
+    assert there.trials == here.trials and there.base_job() == here.base_job()
+    assert there.base_job().train.global_batch == 16 and there.base_job().data.root == tiny_root
+
+
+def test_a_search_that_can_produce_an_invalid_job_is_refused_before_the_cluster(tiny_root, tmp_path):
+    path = _search_file(tmp_path, tiny_root, space={"regularization.l2.weight": {"uniform": [-1.0, 1.0]}})
+    r = CliRunner().invoke(app, ["submit", str(path), "--address", "http://127.0.0.1:9"])
+    assert r.exit_code == 2 and "weight" in r.output and "cannot reach" not in r.output
