@@ -2,9 +2,9 @@
 
 What travels to the cluster: a staged copy of the `pipeline` package and the resolved job file (for a
 search: the search file and its resolved base job), nothing else (no data, .venv, mlflow.db,
-ray_results or .git). What the job reads from the
-environment: only the non-secret variables named in PASSED_ENV; credentials (AWS keys, MLflow
-user/password) come from the cluster's own environment, as infra/ gives it from Kubernetes secrets.
+ray_results or .git). What the job reads from the environment: only the non-secret variables named
+in PASSED_ENV; credentials (AWS keys, MLflow user/password) come from the cluster's own environment,
+as infra/ gives it from Kubernetes secrets.
 """
 from __future__ import annotations
 
