@@ -4,6 +4,7 @@ memorization share (copies of training images, memorization.py)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable, Sequence
 
@@ -20,6 +21,20 @@ from .reference import real_manifold, reference_stats
 log = logging.getLogger(__name__)
 
 
+def _leaves_global_rng(fn):
+    """Run `fn` on a fork of the CPU's global RNG. Training evaluates between steps, and loading a
+    cached extractor builds a module (initial weights drawn from the global RNG) where training one
+    does not: without the fork, a run's dropout after its first eval would depend on the cache."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.random.fork_rng(devices=[]):  # z and the extractor live on the CPU until moved
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_leaves_global_rng
 def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Tensor,
              real_labels: Tensor | None, spec: EvalSpec, manifest_sha256: str, *, real_keys: Sequence[str],
              seed: int = 0, batch_size: int = 250, device: str | torch.device = "cpu") -> dict:

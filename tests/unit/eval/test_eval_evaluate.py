@@ -56,6 +56,19 @@ def test_latents_are_seeded_float32_batches(spec, toy_data):
     assert not torch.equal(g3.seen[0], g1.seen[0])
 
 
+def test_evaluation_leaves_the_callers_rng_alone_cache_cold_or_warm(spec, toy_data):
+    """Training evaluates between steps: if loading the cached extractor drew from the global RNG
+    (a fresh module's initial weights) and training it did not, a run's dropout masks after its first
+    eval would depend on whether the eval cache was warm."""
+    images, labels = toy_data
+    for cache in ("cold", "warm"):
+        torch.manual_seed(7)
+        evaluate(_replay(images), 16, images, labels, spec, "m1", real_keys=KEYS, batch_size=128)
+        after = torch.rand(3)
+        torch.manual_seed(7)
+        assert torch.equal(after, torch.rand(3)), f"evaluate() moved the global RNG (cache {cache})"
+
+
 def test_a_split_too_small_for_memorization_still_scores_the_rest(spec, toy_data, caplog):
     images, labels = toy_data
     small = spec.model_copy(update={"heldout_fraction": 0.1})  # 15 of the 300 toy keys: under MIN_HELDOUT
