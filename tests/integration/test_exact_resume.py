@@ -31,6 +31,7 @@ from pipeline.tracking import names
 from pipeline.train.launch import train
 from pipeline.train.runs import ResumeError, last_checkpoint_step
 from pipeline.train.state import TrainState
+from tests.processes import descendants, kill, processes
 
 pytestmark = pytest.mark.integration
 
@@ -88,42 +89,8 @@ def _wait_for_checkpoint(spec, run_name: str, alive, timeout: float = 240) -> in
     raise AssertionError(f"no checkpoint registered for {run_name} while it ran")
 
 
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid → (parent pid, command line) from /proc."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                out[int(entry.name)] = (ppid, (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-            except (OSError, IndexError, ValueError):
-                continue
-    return out
-
-
-def _descendants(root_pid: int) -> dict[int, str]:
-    procs = _processes()
-
-    def under(pid: int) -> bool:
-        while pid > 1:
-            pid = procs.get(pid, (0, ""))[0]
-            if pid == root_pid:
-                return True
-        return False
-
-    return {pid: cmd for pid, (_, cmd) in procs.items() if under(pid)}
-
-
 def _train_worker_pids() -> list[int]:
-    return [pid for pid, cmd in _descendants(os.getpid()).items() if cmd.startswith("ray::RayTrainWorker")]
-
-
-def _kill(pids) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    return [pid for pid, cmd in descendants(os.getpid()).items() if cmd.startswith("ray::RayTrainWorker")]
 
 
 def _effective_keys(folder: Path) -> dict[tuple[int, int], list[str]]:
@@ -188,9 +155,9 @@ def test_killed_driver_resumes_exactly(root, reference, ray_local):
     child = _child(root, "drv", root / "drv.log", "--no-progress")
     try:
         registered = _wait_for_checkpoint(spec, "drv", lambda: child.poll() is None)
-        tree = _descendants(child.pid)
+        tree = descendants(child.pid)
         os.killpg(child.pid, signal.SIGKILL)  # the driver and the Ray it started: a closed laptop
-        _kill(tree)
+        kill(tree)
         child.wait(30)
     finally:
         if child.poll() is None:
@@ -226,16 +193,16 @@ def test_ctrl_c_marks_killed_and_prints_the_resume_command(root):
     child = _child(root, "cc", root / "cc.log", "--no-progress")
     try:
         registered = _wait_for_checkpoint(spec, "cc", lambda: child.poll() is None)
-        tree = _descendants(child.pid)
+        tree = descendants(child.pid)
         t0 = time.time()
         child.send_signal(signal.SIGINT)
         rc = child.wait(60)
         stopped_in = time.time() - t0
         deadline = time.time() + 20  # its Ray (and so the workers) goes down with it
-        while time.time() < deadline and any(pid in _processes() for pid in tree):
+        while time.time() < deadline and any(pid in processes() for pid in tree):
             time.sleep(0.2)
-        left = [pid for pid in tree if pid in _processes()]
-        _kill(left)
+        left = [pid for pid in tree if pid in processes()]
+        kill(left)
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)

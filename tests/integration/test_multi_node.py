@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.data.pack import pack
 from pipeline.tracking import names
+from tests.processes import descendants
 
 REPO = Path(__file__).resolve().parents[2]
 GANPIPE = Path(sys.executable).parent / "ganpipe"
@@ -30,27 +31,6 @@ pytestmark = pytest.mark.integration
 
 # 60 steps, checkpoints every 10: after the first registered one, five more leave time for the kill.
 STEPS, BATCH, CHECKPOINT_EVERY = 60, 8, 10
-
-
-def _descendants_titled(root: int, prefix: bytes) -> list[int]:
-    """PIDs below `root` whose process title starts with `prefix` (Ray retitles its workers)."""
-    parent, title = {}, {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                title[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")[0]
-            except (OSError, IndexError, ValueError):
-                continue
-
-    def below(pid: int) -> bool:
-        while pid > 1:
-            pid = parent.get(pid, 0)
-            if pid == root:
-                return True
-        return False
-
-    return [pid for pid, t in title.items() if t.startswith(prefix) and below(pid)]
 
 
 def _registered_step(s3, bucket: str, run_name: str) -> int | None:
@@ -105,7 +85,7 @@ def test_two_nodes_strict_spread_s3_and_a_killed_worker(tmp_path, ray_head, s3_e
                 time.sleep(0.1)
             assert registered is not None and registered < STEPS, f"no checkpoint before the end:\n{log_path.read_text()[-3000:]}"
             # The worker on node B: a Ray Train worker process below that node's `ray start`.
-            victims = _descendants_titled(node_b.pid, b"ray::RayTrainWorker")
+            victims = [pid for pid, cmd in descendants(node_b.pid).items() if cmd.startswith("ray::RayTrainWorker")]
             assert len(victims) == 1, f"expected one train worker on node B, found {victims}"
             os.kill(victims[0], signal.SIGKILL)
             assert driver.wait(timeout=400) == 0, log_path.read_text()[-4000:]

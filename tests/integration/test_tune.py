@@ -31,6 +31,7 @@ from pipeline.cli import app
 from pipeline.data.pack import pack
 from pipeline.spec import load_job
 from pipeline.tune import tracking
+from tests.processes import descendants, kill
 
 pytestmark = pytest.mark.integration
 
@@ -86,25 +87,6 @@ def _tune_states(root: Path) -> dict[str, str]:
     return {t["trial_id"]: t["status"] for t in (json.loads(entry[0]) for entry in state["trial_data"])}
 
 
-def _descendants(root_pid: int) -> list[int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-
-    def under(pid: int) -> bool:
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == root_pid:
-                return True
-        return False
-
-    return [pid for pid in parents if under(pid)]
-
-
 def _snapshot(path: Path) -> bytes | None:
     f = path / "checkpoint_manager_snapshot.json"
     return f.read_bytes() if f.exists() else None
@@ -130,13 +112,9 @@ def test_search_killed_and_resumed_stops_early_and_registers_the_winner(root, ra
                 break
             time.sleep(0.2)
         states = _tune_states(root)
-        tree = _descendants(child.pid)
+        tree = descendants(child.pid)
         os.killpg(child.pid, signal.SIGKILL)  # the driver and the Ray it started
-        for pid in tree:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill(tree)
         child.wait(30)
     finally:
         if child.poll() is None:
