@@ -57,9 +57,13 @@ def load_extractor(spec: EvalSpec, manifest_sha256: str,
 
 # --- classifier -------------------------------------------------------------------------------
 
+def classifier_path(spec: EvalSpec, manifest_sha256: str) -> str:
+    """Where the classifier trained for (data snapshot, settings) is cached."""
+    return os.path.join(os.path.expanduser(spec.cache_dir), extractor_key(spec, manifest_sha256), "classifier.pt")
+
+
 def _classifier(spec: EvalSpec, manifest_sha256: str, real_images_fn, device) -> Extractor:
-    path = os.path.join(os.path.expanduser(spec.cache_dir), extractor_key(spec, manifest_sha256),
-                        "classifier.pt")
+    path = classifier_path(spec, manifest_sha256)
     if os.path.exists(path):
         model = clf.from_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
     else:

@@ -32,7 +32,7 @@ def register_checkpoint(checkpoint: str, *, run_id: str, tracking_uri: str | Non
     from pipeline.tracking.gate import check_reachable
     from pipeline.tracking.publish import publish
     from pipeline.tracking.registry import registered_version
-    from pipeline.tracking.run import end_run, resolve_tracking_uri
+    from pipeline.tracking.run import resolve_tracking_uri
     from pipeline.tracking.scoring import job_of_run
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -47,7 +47,7 @@ def register_checkpoint(checkpoint: str, *, run_id: str, tracking_uri: str | Non
         raise RegisterError(f"run {run_id} has no job.yaml: it was not opened by ganpipe train")
     name = spec.tracking.registered_model
     if (mv := registered_version(name, run_id, tracking_uri=uri)) is not None:
-        _finish(end_run, uri, run)
+        _finish(uri, run)
         champion = client.get_registered_model(name).aliases.get(names.CHAMPION)
         return Registered(name, mv.version, str(champion) == str(mv.version), new=False)
 
@@ -60,11 +60,13 @@ def register_checkpoint(checkpoint: str, *, run_id: str, tracking_uri: str | Non
     out = publish(generator, spec=spec, step=meta["step"], run_id=run_id, tracking_uri=uri,
                   manifest_sha=run.data.tags[names.DATA_SHA256], scores=scores if len(scores) == 2 else None,
                   checkpoint_path=checkpoint, patience_s=PATIENCE_S)
-    _finish(end_run, uri, run)
+    _finish(uri, run)
     return Registered(name, out.version, out.became_champion, new=True)
 
 
-def _finish(end_run, uri: str, run) -> None:
+def _finish(uri: str, run) -> None:
+    from pipeline.tracking.run import end_run
+
     if run.info.status == "RUNNING":  # the driver could not mark it when the server was down
         end_run(uri, run.info.run_id, "FINISHED")
 

@@ -20,7 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.config import DataSpec
-from pipeline.eval.config import FEATURES_VERSION, EvalSpec, extractor_key
+from pipeline.eval.config import FEATURES_VERSION, METRICS_VERSION, EvalSpec, extractor_key
 from pipeline.spec import JobSpec
 from pipeline.tracking import names
 
@@ -48,8 +48,6 @@ class Evaluator:
 
     @property
     def fields(self) -> dict:
-        from pipeline.eval import config
-
         return {
             "extractor": self.eval_spec.extractor,
             "weights_sha256": self.weights_sha256,
@@ -60,7 +58,7 @@ class Evaluator:
             # (the shard subset), the held-out split, the metrics' definitions and the features' code.
             "shards": self.data.shards,
             "settings": self.eval_spec.model_dump(exclude={"cache_dir", "inception_path", "num_samples"}),
-            "versions": [FEATURES_VERSION, getattr(config, "METRICS_VERSION", 0)],
+            "versions": [FEATURES_VERSION, METRICS_VERSION],
         }
 
     @property
@@ -132,11 +130,11 @@ def _weights_sha256(eval_spec: EvalSpec, data: DataSpec, data_sha: str) -> str:
     machine trained for (data snapshot, settings), training it first if it is not cached yet."""
     if eval_spec.extractor == "inception":
         return eval_spec.inception_sha256
-    from pipeline.eval.extractors import file_sha256, load_extractor
+    from pipeline.eval.extractors import classifier_path, file_sha256, load_extractor
     from pipeline.eval.scorer import read_real_images
 
     load_extractor(eval_spec, data_sha, lambda: read_real_images(data))
-    path = os.path.join(os.path.expanduser(eval_spec.cache_dir), extractor_key(eval_spec, data_sha), "classifier.pt")
+    path = classifier_path(eval_spec, data_sha)
     # Should the eval package ever cache elsewhere, the key of its settings still names the weights
     # (training is seeded), only less strictly than their bytes.
     return file_sha256(path) if os.path.exists(path) else "settings:" + extractor_key(eval_spec, data_sha)
