@@ -25,7 +25,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking import names
-from pipeline.tracking.listing import models  # noqa: F401  (the registry's read side, re-exported)
 from pipeline.tracking.scoring import GateError, VersionScorer, evaluator_for, job_of
 
 SETTLE_S = 1.0  # wait after moving the alias before checking that no concurrent gate moved it too
@@ -33,7 +32,7 @@ MAX_ROUNDS = 5  # decisions per call when concurrent gates keep moving the champ
 METRICS = ("fd", "kid")  # lower is better for both
 EXIT_PROMOTED, EXIT_KEPT = 0, 3
 
-__all__ = ["Decision", "GateError", "Rollback", "decide", "models", "promote", "rollback"]
+__all__ = ["Decision", "GateError", "Rollback", "decide", "promote", "rollback"]
 
 
 @dataclass

@@ -17,7 +17,6 @@ from collections import deque
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-
 log = logging.getLogger(__name__)
 MAX_PENDING = 100_000  # metric points kept during an outage (~10 MB); the oldest go first
 MAX_PENDING_IMAGES = 50  # sample grids kept during an outage (~50 × 200 kB); the oldest go first
@@ -55,11 +54,9 @@ class RunLogger:
             self.pending_images.append((png, artifact_file))
         self._wake.set()
 
-    def close(self, patience_s: float | None = None) -> None:
+    def close(self) -> None:
         """At the end of training, wait out an outage (with backoff) rather than drop what is
-        buffered; after `patience_s` (default: the one given at construction) the rest is lost."""
-        if patience_s is not None:
-            self.patience_s = patience_s
+        buffered; after the run's patience_s the rest is lost."""
         self._closed.set()
         self._wake.set()
         # The sender exits once the buffers are empty or the patience is spent; the margin covers
