@@ -199,9 +199,10 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         raise GateError(f"the tracking server at {uri} is unreachable ({getattr(e, 'reason', e)})") from None
 
 
-def _registered(client: MlflowClient, model: str) -> None:
+def _registered(client: MlflowClient, model: str):
+    """The registered model (aliases included), or a GateError naming how to list them."""
     try:
-        client.get_registered_model(model)
+        return client.get_registered_model(model)
     except MlflowException as e:
         raise GateError(f"no registered model {model!r} ({e.error_code}); `ganpipe models` lists them") from None
 

@@ -15,16 +15,12 @@ def models(model: str | None = None, *, tracking_uri: str | None = None) -> list
     latest, updated). With it: one row per version, newest first (version, aliases, steps, job, data
     snapshot, fd, kid, run id, created). fd/kid are the training's final score, else the latest
     score the gate recorded."""
-    from pipeline.tracking.gate import GateError, _client, _registered
+    from pipeline.tracking.gate import _client, _registered
 
     client, _ = _client(tracking_uri)
     if model is None:
         return [_model_row(client, rm) for rm in _all_models(client)]
-    _registered(client, model)
-    try:
-        aliases = client.get_registered_model(model).aliases  # {alias: version}
-    except Exception as e:
-        raise GateError(f"cannot read {model}: {e}") from None
+    aliases = _registered(client, model).aliases  # {alias: version}
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)
