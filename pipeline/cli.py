@@ -9,6 +9,8 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from pipeline.cli_common import fail
+
 # MLflow's INFO lines (store migrations, artifact uploads) would drown the progress bar.
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
@@ -24,11 +26,6 @@ app.add_typer(data_app, name="data", help="Pack, index, list and verify WebDatas
 from pipeline.tracking.cli import registry_app  # noqa: E402
 
 app.add_typer(registry_app)  # no name: promote, rollback, models, register are top-level verbs
-
-
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -49,7 +46,7 @@ def train(
     try:
         spec = load_job(job, set_)
     except SpecError as e:
-        _fail(str(e))
+        fail(str(e))
     if dry_run:
         import yaml
 
@@ -67,11 +64,11 @@ def train(
     try:
         out = run_training(spec, run_name=name, resume=resume, tracking_uri=tracking_uri, show_progress=progress)
     except (DataError, SchedulingError, RegistrationPending, ResumeError) as e:
-        _fail(str(e))
+        fail(str(e))
     except TrainingInterrupted as e:
         _interrupted(e, _resume_command(job, set_, tracking_uri, e.run_name))
     except TrainingFailedError as e:  # the workers' own traceback is in the message; ours adds nothing
-        _fail(f"training failed: {e}")
+        fail(f"training failed: {e}")
     champion = " (alias champion)" if out.became_champion else ""
     console.print(f"[green]done[/] run {out.run_name}")
     console.print(f"  MLflow run      {out.run_id}  at {out.tracking_uri}")
@@ -115,7 +112,7 @@ def runs(
     try:
         spec = load_job(job, set_)
     except SpecError as e:
-        _fail(str(e))
+        fail(str(e))
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri)
     records = list_runs(spec, uri, include_finished=all_)
     if not records:
@@ -147,7 +144,7 @@ def sample(
     try:
         sample_grid(model_uri, n=n, output=output, seed=seed, tracking_uri=tracking_uri)
     except Exception as e:  # a wrong URI or an unreachable store: one line, not a traceback
-        _fail(f"cannot sample {model_uri}: {e}")
+        fail(f"cannot sample {model_uri}: {e}")
     console.print(f"wrote {output} ({n} samples from {model_uri})")
 
 
@@ -184,11 +181,11 @@ def eval_(
         side = resolution or manifest_resolution(manifest)  # None: indexed shards, any size
         data_spec = DataSpec(root=data, resolution=side, endpoint_url=endpoint_url) if side else None
     except (ValidationError, DataError) as e:
-        _fail(str(e))
+        fail(str(e))
     try:
         generator, z_dim = load_generator(model_uri, tracking_uri)
     except Exception as e:
-        _fail(f"cannot load {model_uri}: {e}")
+        fail(f"cannot load {model_uri}: {e}")
     if data_spec is None:  # real images at the generator's own output side
         import torch
 

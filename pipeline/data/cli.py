@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from pipeline.cli_common import fail
 from pipeline.data.errors import DataError
 
 data_app = typer.Typer(
@@ -25,10 +26,6 @@ EndpointOption = typer.Option(
     None, "--endpoint-url", help="S3-compatible endpoint (MinIO, moto); default: AWS_ENDPOINT_URL_S3 or AWS itself."
 )
 
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 @data_app.command()
@@ -53,7 +50,7 @@ def pack(
         )
         _, snapshot = load_manifest(out, endpoint_url=endpoint_url)
     except (DataError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     sent = f", {uploaded} shard(s) uploaded" if out.startswith("s3://") else ""
     console.print(
         f"packed {manifest['num_samples']} samples into {len(manifest['shards'])} shard(s) at {out}{sent}\n"
@@ -92,7 +89,7 @@ def index(
                 on_shard=lambda _name, _reused: progress.advance(task),
             )
         except (DataError, OSError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
     m = report.manifest
     low, high = m["image_sizes"]["shorter_side"]
     sides = f"shorter side {low}-{high} px" if low is not None else "no readable image"
@@ -128,7 +125,7 @@ def ls(
     try:
         manifest, snapshot = load_manifest(url, endpoint_url=endpoint_url)
     except (DataError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     summary = Table(show_header=False, box=None)
     rows = [
         ("root", url),
@@ -183,16 +180,16 @@ def verify(
     2 when the manifest cannot be read.
     """
     if on_corrupt not in ("fail", "skip"):
-        _fail(f"--on-corrupt must be fail or skip, got {on_corrupt!r}")
+        fail(f"--on-corrupt must be fail or skip, got {on_corrupt!r}")
     if on_corrupt == "skip" and max_corrupt_fraction <= 0:
-        _fail("--on-corrupt skip needs --max-corrupt-fraction > 0 (the share of samples allowed to be corrupt)")
+        fail("--on-corrupt skip needs --max-corrupt-fraction > 0 (the share of samples allowed to be corrupt)")
     from pipeline.data.manifest import load_manifest
     from pipeline.data.verify import verify as run_verify
 
     try:
         manifest, _ = load_manifest(url, endpoint_url=endpoint_url)
     except (DataError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     progress = Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=quiet, console=err)
     with progress:
         task = progress.add_task("shards", total=len(manifest["shards"]))
@@ -202,7 +199,7 @@ def verify(
                 on_corrupt=on_corrupt, max_corrupt_fraction=max_corrupt_fraction,
             )
         except (DataError, OSError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
     skipped = report.skipped
     if report.ok:
         note = f", {len(skipped)} corrupt sample(s) skipped" if skipped else ""

@@ -12,15 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli_common import fail
+
 console = Console(soft_wrap=True)
 err = Console(stderr=True)
 ADDRESS_HELP = "Ray dashboard / Jobs API address, e.g. http://HEAD:8265 (default: $RAY_ADDRESS, else http://127.0.0.1:8265)."
 schedule_app = typer.Typer(help="Scheduled retraining: tick (one pass, for cron), run (loop), status.", no_args_is_help=True)
 
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 def _jobs(address: Optional[str]):
@@ -29,7 +27,7 @@ def _jobs(address: Optional[str]):
     try:
         return client(address)
     except SubmitError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def submit(
@@ -52,13 +50,13 @@ def submit(
         else:
             sub = ops.prepare(job, set_, submission_id=name)
     except (SpecError, SearchError, DataError, ops.SubmitError) as e:
-        _fail(str(e))
+        fail(str(e))
     for warning in sub.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     try:
         sid = ops.submit(sub, address)
     except ops.SubmitError as e:
-        _fail(str(e))
+        fail(str(e))
     console.print(f"submitted [bold]{sid}[/]  (run name {sid})", highlight=False)
     console.print(f"  dashboard  {ops.dashboard_job_url(address, sid)}", highlight=False)
     console.print(f"  follow     ganpipe logs {sid} --follow", highlight=False)
@@ -87,7 +85,7 @@ def _info(jobs, submission_id: str):
     try:
         return jobs.get_job_info(submission_id)
     except RuntimeError:
-        _fail(f"no job {submission_id!r} on this cluster (see `ganpipe jobs`)")
+        fail(f"no job {submission_id!r} on this cluster (see `ganpipe jobs`)")
 
 
 def logs(submission_id: str = typer.Argument(..., help="Submission id."),
@@ -172,7 +170,7 @@ def _schedule(path: Path):
     try:
         return load_schedule(path)
     except SpecError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _tick_once(spec, address, tracking_uri) -> "object":
@@ -184,7 +182,7 @@ def _tick_once(spec, address, tracking_uri) -> "object":
     try:
         return tick(spec, address=address, tracking_uri=tracking_uri, say=lambda m: console.print(m, highlight=False))
     except (SpecError, DataError, SubmitError) as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @schedule_app.command("tick")
@@ -234,7 +232,7 @@ def schedule_status(schedule: Path = typer.Argument(..., help="Schedule YAML (se
     try:
         job = load_job(spec.job, spec.overrides())
     except SpecError as e:
-        _fail(str(e))
+        fail(str(e))
     uri = resolve_tracking_uri(tracking_uri or job.tracking.tracking_uri)
     records = ScheduleState(uri, spec.name).records()
     now = dt.datetime.now(dt.timezone.utc)

@@ -13,10 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli_common import fail
+
 registry_app = typer.Typer(add_completion=False)
 console = Console(soft_wrap=True)
-err = Console(stderr=True)
-EXIT_ERROR = 2  # could not decide / could not do it: the message says why
 
 TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then sqlite:///mlflow.db)."
 
@@ -25,10 +25,6 @@ class Metric(str, Enum):
     fd = "fd"
     kid = "kid"
 
-
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(EXIT_ERROR)
 
 
 def _quiet_mlflow() -> None:
@@ -66,7 +62,7 @@ def promote(
                          max_memorization=max_memorization, data=data, num_samples=num_samples, seed=seed,
                          tracking_uri=tracking_uri, dry_run=dry_run)
     except GateError as e:
-        _fail(str(e))
+        fail(str(e))
     _print_table(decision_table(d))
     console.print(f"{d.outcome}{' (dry run: nothing moved)' if d.dry_run else ''}: {d.reason}", highlight=False)
     if d.evaluator_key:
@@ -117,7 +113,7 @@ def rollback(
     try:
         r = run_rollback(model, reason=reason, tracking_uri=tracking_uri)
     except GateError as e:
-        _fail(str(e))
+        fail(str(e))
     console.print(f"{model}: version {r.champion} is champion again (replacing {r.replaced or 'none'}): {r.reason}", highlight=False)
 
 
@@ -134,7 +130,7 @@ def models(
     try:
         rows = list_models(model, tracking_uri=tracking_uri)
     except GateError as e:
-        _fail(str(e))
+        fail(str(e))
     columns = (["version", "aliases", "steps", "job", "data", "fd", "kid", "run_id", "created"] if model
                else ["name", "versions", "champion", "previous_champion", "latest", "updated"])
     table = Table(*[c.replace("_", " ") for c in columns])
@@ -166,7 +162,7 @@ def register(
     try:
         out = register_checkpoint(checkpoint, run_id=run, tracking_uri=tracking_uri)
     except (GateError, RegisterError, RegistrationPending) as e:
-        _fail(str(e))
+        fail(str(e))
     champion = " (alias champion)" if out.became_champion else ""
     verb = "registered" if out.new else "already registered:"
     console.print(f"{verb} models:/{out.name}/{out.version}{champion} from run {run}", highlight=False)

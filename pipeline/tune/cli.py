@@ -10,13 +10,11 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from pipeline.cli_common import fail
+
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(2)
 
 
 def tune(
@@ -37,12 +35,12 @@ def tune(
     try:
         search = load_search(search_file)
     except SearchError as e:
-        _fail(str(e))
+        fail(str(e))
     if dry_run:
         _print_plan(search)
         return
     if resume and name:
-        _fail("--resume continues the newest unfinished search of this file under its own id; drop --name")
+        fail("--resume continues the newest unfinished search of this file under its own id; drop --name")
     from ray.train import TrainingFailedError
 
     from pipeline.data.errors import DataError
@@ -55,13 +53,13 @@ def tune(
         out = run_search(search, resume=resume, tracking_uri=tracking_uri, best_spec=best_spec, show_progress=progress,
                          search_id=name)
     except (DataError, ResumeError, RegistrationPending, SchedulingError) as e:
-        _fail(str(e))
+        fail(str(e))
     except SearchInterrupted as e:
         err.print(f"[bold yellow]interrupted:[/] search {e.search_id}; MLflow parent run {e.parent_run_id} marked KILLED", highlight=False)
         err.print(f"  resume with  {_resume_command(search_file, tracking_uri)}", highlight=False, markup=False)
         raise typer.Exit(130)
     except TrainingFailedError as e:
-        _fail(f"a trial failed: {e}")
+        fail(f"a trial failed: {e}")
     _print_results(search, out)
 
 
