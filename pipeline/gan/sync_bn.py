@@ -14,6 +14,11 @@ world size afterwards, which turns it into the gradient of their mean, the same 
 whole batch. The ranks' sums are combined in float64 from each rank's own two-pass moments, so the
 E[x²] − μ² form loses nothing in float32 runs.
 
+Cost: the count rides in the moments' collective, every per-channel number stays a tensor (no
+.item(), no host sync: on a GPU nothing waits for the collective's result), each is computed once,
+and a forward that a backward will follow keeps x̂ (instead of x, the same size) so the backward does
+not rebuild it; under no_grad (D's fakes) the forward is one pass and keeps nothing.
+
 In eval mode (the EMA copy, sampling, export) the layer is a plain BatchNorm2d on its running stats:
 no collective. The state dict is BatchNorm2d's, so checkpoints load into plain generators. Double
 backward through G's batch norm is not supported (no penalty in this project differentiates G twice).
@@ -36,28 +41,37 @@ def _channel_view(t: Tensor, like: Tensor) -> Tensor:
 
 class _GlobalBatchNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float, all_reduce: AllReduce):
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float, all_reduce: AllReduce, keep_xhat: bool):
         c = x.shape[1]
-        dims = [0, *range(2, x.dim())]
-        # Local moments with torch's own (two-pass) kernel, then the sums the ranks add up, in float64:
-        # Σx = n·m and Σx² = n·(v + m²). The global σ² = Σx²/N − μ² then cancels in float64, and the
-        # local v carries float32's own precision, as a plain BatchNorm's would.
-        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        # Local moments (biased variance) with BatchNorm's own two-pass kernel, then the sums the ranks
+        # add up, in float64: Σx = n·m and Σx² = n·(v + m²). The global σ² = Σx²/N − μ² then cancels
+        # in float64, and the local v carries float32's own precision, as a plain BatchNorm's would.
+        # (torch.var_mean gives the same numbers but ~4× slower on CPU over dims (0, 2, 3).)
+        mean, var = torch.batch_norm_update_stats(x, None, None, 0.0)
         count = x.numel() // c
-        local = torch.cat([
-            mean.double() * count,
-            (var.double() + mean.double().square()) * count,
-            # The count as a fill, not torch.tensor(n): a host → device copy would sync on GPUs.
-            x.new_full((1,), count, dtype=torch.float64),
-        ])
+        # One collective for the three moments: [Σx (c), Σx² (c), n (1)]. The count goes in as a fill,
+        # not torch.tensor(n), and n stays a tensor from here on: nothing waits on the host.
+        mean64 = mean.double()
+        local = torch.cat([mean64 * count, (var.double() + mean64.square()) * count, mean64.new_full((1,), count)])
         total = all_reduce(local)
         n = total[2 * c]
         g_mean = total[:c] / n
-        g_var = (total[c : 2 * c] / n - g_mean.square()).clamp_min(0)
-        # The normalisation itself is BatchNorm's fused inference kernel fed the global moments.
-        y = F.batch_norm(x, g_mean.to(x.dtype), g_var.to(x.dtype), weight, bias, training=False, eps=eps)
-        invstd = torch.rsqrt(g_var + eps).to(x.dtype)
-        ctx.save_for_backward(x, weight, g_mean.to(x.dtype), invstd, n)
+        g_var = (total[c : 2 * c] / n - g_mean.square()).clamp_min_(0)
+        # Per-channel vectors computed once, in float64, and cast once to the activations' dtype.
+        invstd = torch.rsqrt(g_var + eps)
+        shift = -g_mean * invstd  # x̂ = x·invstd + shift
+        # The elementwise passes are a multiply and an in-place add: on CPU, addcmul with a broadcast
+        # per-channel first operand runs ~3× slower than the pair (torch 2.13, measured).
+        if keep_xhat:
+            # A backward will follow: keep x̂ instead of x (same size), so backward need not rebuild it;
+            # y = γ·x̂ + β. Two passes here, none in backward: as many as saving x and rebuilding x̂.
+            xhat = (x * _channel_view(invstd, x)).add_(_channel_view(shift, x))
+            y = (xhat * _channel_view(weight, x)).add_(_channel_view(bias, x))
+            ctx.save_for_backward(xhat, weight, invstd, n)
+        else:
+            # No backward (G under no_grad making D's fakes): y = x·(γ·invstd) + (β + γ·shift), one pass.
+            w64 = weight.double()
+            y = (x * _channel_view(w64 * invstd, x)).add_(_channel_view(bias.double() + w64 * shift, x))
         ctx.all_reduce = all_reduce
         ctx.mark_non_differentiable(g_mean, g_var, n)
         return y, g_mean, g_var, n
@@ -65,19 +79,17 @@ class _GlobalBatchNorm(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy: Tensor, _mean, _var, _n):
-        x, weight, mean, invstd, n = ctx.saved_tensors
-        c = x.shape[1]
-        dims = [0, *range(2, x.dim())]
-        # x̂ = x·invstd − μ·invstd, recomputed in one pass (x is saved anyway; x̂ would double the memory).
-        xhat = torch.addcmul(_channel_view(-mean * invstd, x), x, _channel_view(invstd, x))
+        xhat, weight, invstd, n = ctx.saved_tensors
+        c = xhat.shape[1]
+        dims = [0, *range(2, xhat.dim())]
         sum_dy, sum_dy_xhat = dy.sum(dims), (dy * xhat).sum(dims)
         total = ctx.all_reduce(torch.cat([sum_dy, sum_dy_xhat]).double())  # every rank runs this backward
-        k = weight * invstd
-        mean_dy = (total[:c] / n).to(dy.dtype)
-        mean_dy_xhat = (total[c:] / n).to(dy.dtype)
-        # dx = k·(dy − mean(dy) − x̂·mean(dy·x̂)), written as two fused passes over the activations.
-        dx = torch.addcmul(dy * _channel_view(k, dy) - _channel_view(k * mean_dy, dy), xhat, _channel_view(k * mean_dy_xhat, dy), value=-1)
-        return dx, sum_dy_xhat.to(weight.dtype), sum_dy.to(weight.dtype), None, None
+        k = weight.double() * invstd
+        mean_dy, mean_dy_xhat = total[:c] / n, total[c:] / n
+        # dx = k·(dy − mean(dy) − x̂·mean(dy·x̂)): one product into a new tensor, then in place.
+        dx = (dy * _channel_view(k, dy)).sub_(_channel_view(k * mean_dy, dy))
+        dx.addcmul_(xhat, _channel_view(-k * mean_dy_xhat, dy))
+        return dx, sum_dy_xhat.to(weight.dtype), sum_dy.to(weight.dtype), None, None, None
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
@@ -92,7 +104,9 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         weight = self.weight if self.affine else x.new_ones(self.num_features)
         bias = self.bias if self.affine else x.new_zeros(self.num_features)
-        y, mean, var, n = _GlobalBatchNorm.apply(x, weight, bias, self.eps, self.all_reduce)
+        # Inside Function.forward grad mode is off and needs_input_grad ignores no_grad: ask here.
+        keep_xhat = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad)
+        y, mean, var, n = _GlobalBatchNorm.apply(x, weight, bias, self.eps, self.all_reduce, keep_xhat)
         if self.training and self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

@@ -83,3 +83,37 @@ def _copy(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
     new = nn.BatchNorm2d(bn.num_features, momentum=bn.momentum).double()
     new.load_state_dict(bn.state_dict())
     return new
+
+
+def test_no_grad_forward_matches_and_keeps_nothing():
+    """Under no_grad (G making D's fakes) the one-pass forward gives the same output and running stats."""
+    torch.manual_seed(1)
+    x = torch.randn(6, 4, 3, 3) * 2 + 1
+    ex = lambda t: t.detach().clone()  # noqa: E731  (one rank: the sum is the tensor itself)
+    with_grad, without = (with_global_batch_norm(nn.Sequential(nn.BatchNorm2d(4)), ex)[0] for _ in range(2))
+    with torch.no_grad():
+        for bn in (with_grad, without):
+            bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.5, 0.5)
+        without.load_state_dict(with_grad.state_dict())
+        y_no_grad = without(x)
+    y = with_grad(x.clone().requires_grad_())
+    assert y.requires_grad and not y_no_grad.requires_grad
+    torch.testing.assert_close(y_no_grad, y.detach())
+    torch.testing.assert_close(without.running_var, with_grad.running_var)
+
+
+def test_forward_and_backward_never_read_a_tensor_on_the_host(monkeypatch):
+    """No .item(), float(), int(), bool() or .tolist() of a tensor: each would be a host sync on a GPU."""
+    bn = with_global_batch_norm(nn.Sequential(nn.BatchNorm2d(3, momentum=None)), lambda t: t.detach().clone())[0]
+    x = torch.randn(4, 3, 2, 2, requires_grad=True)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor was read on the host")
+
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    bn(x).pow(2).sum().backward()
+    with torch.no_grad():
+        bn(x)
+    monkeypatch.undo()
+    assert x.grad is not None and int(bn.num_batches_tracked) == 2
