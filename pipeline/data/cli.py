@@ -1,4 +1,4 @@
-"""`ganpipe data ...`: pack, index, ls, verify. Mounted by the root CLI as `app.add_typer(data_app, name="data")`.
+"""`ganpipe data ...`: pack, index, ls, verify, preview. Mounted by the root CLI as `app.add_typer(data_app, name="data")`.
 
 Exit codes: 0 success; 1 verify found differences; 2 the command could not run (bad source,
 missing manifest, unreachable store).
@@ -17,7 +17,7 @@ from pipeline.cli_common import fail
 from pipeline.data.errors import DataError
 
 data_app = typer.Typer(
-    help="Pack images into WebDataset shards, index shards you already have, list them, verify them.", no_args_is_help=True
+    help="Pack images into WebDataset shards, index shards you already have, list, verify and preview them.", no_args_is_help=True
 )
 console = Console(soft_wrap=True)  # long URLs and hashes stay on one line for scripts
 err = Console(stderr=True, soft_wrap=True)
@@ -68,14 +68,17 @@ def index(
     image_key: str = typer.Option("auto", "--image-key", help="Member holding the image; auto: the first of jpg, jpeg, png, webp."),
     label_key: str = typer.Option("auto", "--label-key", help="cls, json.<field> (e.g. json.label) or none; auto: cls when present."),
     parallel: int = typer.Option(8, "--parallel", min=1, help="Shards read at once."),
-    cache_dir: str = typer.Option("~/.cache/ganpipe", "--cache-dir", help="Where the resume state of an interrupted index is kept."),
+    # Hidden and ignored: the resume state now lives beside the output (<out>/.index-state/), so any
+    # machine can continue an interrupted index; accepted so that existing scripts keep working.
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", hidden=True),
     endpoint_url: Optional[str] = EndpointOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Index shards you already have (img2dataset, webdataset's ShardWriter, ...) for training.
 
     Reads every shard once, streaming and in parallel, and writes manifest.json: per shard its samples, bytes, sha256, image and label members, image sizes.
-    A rerun after an interruption does not read the shards already indexed. Exit 2 naming every missing or unreadable shard.
+    A rerun after an interruption, here or on another machine, does not read the shards already indexed (their state is kept in <out>/.index-state/ until the manifest is written).
+    Exit 2 naming every missing or unreadable shard.
     """
     from pipeline.data.index import index as run_index
 
@@ -85,7 +88,7 @@ def index(
         try:
             report = run_index(
                 shards, out=out, endpoint_url=endpoint_url, image_key=image_key, label_key=label_key, parallel=parallel,
-                cache_dir=cache_dir, on_listed=lambda n: progress.update(task, total=n),
+                on_listed=lambda n: progress.update(task, total=n),
                 on_shard=lambda _name, _reused: progress.advance(task),
             )
         except (DataError, OSError) as exc:
@@ -211,3 +214,33 @@ def verify(
     for problem in report.problems:
         console.print(f"  - {problem}", highlight=False, markup=False)
     raise typer.Exit(1)
+
+
+@data_app.command()
+def preview(
+    root: str = typer.Argument(..., help="Local folder or s3://bucket/prefix holding manifest.json."),
+    n: int = typer.Option(64, "-n", min=1, help="Samples in the grid."),
+    out: str = typer.Option("preview.png", "--out", "-o", help="PNG file to write."),
+    shuffle: bool = typer.Option(False, "--shuffle", help="A random draw over all shards instead of the first n in shard order."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --shuffle draw (same seed, same grid)."),
+    resolution: Optional[int] = typer.Option(
+        None, "--resolution", help="Tile side in pixels; default: the manifest's image size (packed) or 64 (indexed)."
+    ),
+    endpoint_url: Optional[str] = EndpointOption,
+) -> None:
+    """Write a grid of samples decoded exactly as the loader does for evaluation (centre crop, no flip).
+
+    Row-major, the label under each tile (the class name when the manifest lists classes). Look at it before training on shards someone else wrote: sideways photos, washed-out or black images and wrong labels show at a glance.
+    Corrupt samples are left out and named.
+    """
+    from pipeline.data.preview import preview as run_preview
+
+    try:
+        result = run_preview(root, n=n, shuffle=shuffle, seed=seed, resolution=resolution, endpoint_url=endpoint_url)
+        result.image.save(out, format="PNG")
+    except (DataError, OSError, ValueError) as exc:  # ValueError: a --resolution the data spec refuses
+        fail(str(exc))
+    order = f"a shuffled draw (seed {seed})" if shuffle else "shard order"
+    console.print(f"wrote {out}: {len(result.keys)} sample(s) in {order}, {result.resolution} px", highlight=False)
+    for item in result.skipped:
+        err.print(f"[yellow]skipped:[/yellow] {item}", highlight=False)

@@ -10,6 +10,11 @@ scale and hand over a 64 px image directly (Pillow's `Image.draft`), skipping mo
 work and all of a 256 px resample. `bench/data.py` measures it against a full decode + resize.
 Draft only ever picks a scale that keeps the shorter side >= the resize target, so the final
 resample always shrinks (or keeps) and never upscales a draft.
+
+Images as other tools leave them: every mode Pillow opens (L, LA, P, RGBA, CMYK, 16-bit grey) ends
+as 8-bit RGB, and a photo's EXIF orientation is applied before the crop, so it trains the right way
+up. An image whose shorter side is below the resize target is enlarged, and counted (`upscaled`):
+the stream reports the count instead of a warning per image.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import random
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline.data.errors import CorruptSampleError
 from pipeline.data.reader import decode as decode_packed
@@ -29,6 +34,10 @@ from pipeline.data.reader import decode as decode_packed
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")  # what `image_key: auto` looks for, in this order
 _FORMAT_OF = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 _PROBE = ["JPEG", "PNG", "WEBP"]
+# Greyscale at 16 bits per pixel as Pillow opens it (PNG: I;16, big-endian I;16B; older files and
+# TIFF: 32-bit I holding 0..65535). 16-bit RGB(A) PNGs need nothing: Pillow already keeps their
+# high byte and opens them as 8-bit RGB(A).
+_WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,8 @@ class SampleDecoder:
         self.resize = c.resize or c.resolution
         # Packed shards already hold the resolution: with the default transform there is nothing to do.
         self.identity = c.resize in (None, c.resolution) and c.crop == "center" and not c.hflip
+        # Images this decoder enlarged (shorter side < resize): the loader reports the count as a stat.
+        self.upscaled = 0
 
     def __call__(self, raw: dict, aug_seed: int = 0) -> tuple[np.ndarray, int]:
         """(image, label) of one raw sample; CorruptSampleError names shard and key. `aug_seed`
@@ -132,10 +143,12 @@ class SampleDecoder:
         w, h = image.size
         if c.draft and image.format == "JPEG" and self.resize * 2 <= min(w, h):
             scale = self.resize / min(w, h)
+            # One scale for both sides, so the draft is right whichever way the EXIF turns it below.
             image.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
-            w, h = image.size  # the size libjpeg will hand over (1/2, 1/4 or 1/8 of the original)
-        if image.mode != "RGB":
-            image = image.convert("RGB")
+        image = to_rgb(upright(image))
+        w, h = image.size  # after draft (1/2, 1/4 or 1/8 of the original) and the EXIF turn
+        if min(w, h) < self.resize:
+            self.upscaled += 1
         # The crop, measured in source pixels: `side` output pixels at `resize/short` output per source.
         box_side = side * min(w, h) / self.resize
         free_x, free_y = w - box_side, h - box_side
@@ -165,6 +178,29 @@ class SampleDecoder:
             except ValueError:
                 raise CorruptSampleError.of(url, key, f"cls is not an integer: {value[:20]!r}") from None
         return label_from_json(raw, label_key, url, key)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: EXIF orientation 2-8 (a phone held sideways) turned into
+    pixels. In place: no copy of the common image without an orientation. Decodes the pixels (at
+    the draft scale when one is set), so a truncated file fails here."""
+    ImageOps.exif_transpose(image, in_place=True)
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB of any mode Pillow opens."""
+    if image.mode in _WIDE_GREY:
+        # Pillow's own I;16 -> L conversion clips at 255, so most of a 16-bit picture comes out white.
+        # Scale instead: 65535 / 257 = 255 exactly (rounded division: black stays 0, white 255).
+        wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        image = Image.fromarray(((wide + 128) // 257).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # What lies under a transparent pixel is undefined (often black): matte on white, as
+        # img2dataset does, so a transparent background never trains as a black one.
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image.convert("RGBA"))
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def label_from_json(raw: dict, label_key: str, url: str = "?", key: str = "?") -> int:

@@ -5,15 +5,15 @@ a few shards at a time: per shard its sample count, bytes and sha256 (so `verify
 trust it), which image and label members its samples carry, and the sizes of its images (from
 each image's header: no pixel is decoded). Shards are not rewritten or copied.
 
-Resumable: each indexed shard is appended to a small local state file (JSON lines, keyed by where
-the manifest goes and the key choices) with the shard's size and version (S3 ETag, local mtime).
-A rerun reuses every line whose shard still has that size and version, and reads only the rest.
+Resumable: each indexed shard is saved to a state kept beside the output (index_state.py: JSON
+lines under <out>/.index-state/) with the shard's size and version (S3 ETag, local mtime) and the
+key choices. A rerun, on this machine or another, reuses every line whose shard still has that
+size and version, and reads only the rest. The state is removed once the manifest is written.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -24,6 +24,7 @@ from typing import Callable
 from pipeline.data import store
 from pipeline.data.decode import IMAGE_KEYS, label_from_json, open_image
 from pipeline.data.errors import CorruptSampleError, DataError
+from pipeline.data.index_state import IndexState
 from pipeline.data.manifest import FORMAT_VERSION, MANIFEST_NAME, load_manifest
 from pipeline.data.reader import iter_shard
 from pipeline.data.shard_listing import ShardListing, list_shards
@@ -38,7 +39,7 @@ class IndexReport:
     snapshot: str
     out: str
     read: int = 0  # shards read in this run
-    reused: int = 0  # shards taken from the state file of an earlier, interrupted run
+    reused: int = 0  # shards taken from the saved state of an earlier, interrupted run
 
 
 @dataclass
@@ -66,14 +67,14 @@ def index(
     image_key: str = "auto",
     label_key: str = "auto",
     parallel: int = 8,
-    cache_dir: str = "~/.cache/ganpipe",
+    cache_dir: str | None = None,  # ignored: the resume state moved beside the output; kept for older callers
     on_listed: Callable[[int], None] | None = None,
     on_shard: Callable[[str, bool], None] | None = None,
 ) -> IndexReport:
     """Index SHARDS (brace pattern, s3:// prefix or folder) and write manifest.json to `out`
     (default: the shards' folder or prefix). `on_listed(total)` then `on_shard(name, reused)` per
     shard drive a progress bar. Unreadable shards are all named in one DataError, after the
-    readable ones are saved to the state file; no manifest is written then."""
+    readable ones are saved to the resume state; no manifest is written then."""
     image_key = image_key.strip().lower().lstrip(".")
     if label_key not in ("auto", "none", "cls") and not (label_key.startswith("json.") and all(label_key.split(".")[1:])):
         raise DataError(f"--label-key must be auto, none, cls or json.<field> (e.g. json.label); got {label_key!r}")
@@ -81,8 +82,8 @@ def index(
     out = (out or listing.base).rstrip("/")
     if not store.is_s3(out):
         out = os.path.abspath(os.path.expanduser(out))
-    state_path = _state_path(cache_dir, store.join(out, MANIFEST_NAME), image_key, label_key)
-    done = _load_state(state_path, listing)
+    state = IndexState(out, endpoint_url, image_key, label_key)
+    done = state.load(listing)
     if on_listed is not None:
         on_listed(len(listing.shards))
     report = IndexReport(manifest={}, snapshot="", out=out, reused=len(done))
@@ -90,7 +91,10 @@ def index(
         if on_shard is not None:
             on_shard(name, True)
     todo = [n for n in listing.shards if n not in done]
-    failures = _read_all(listing, todo, done, report, state_path, endpoint_url, image_key, label_key, parallel, on_shard)
+    try:
+        failures = _read_all(listing, todo, done, report, state, endpoint_url, image_key, label_key, parallel, on_shard)
+    finally:
+        state.save()  # however the run ends (failure, Ctrl-C), what it read is kept for the next
     if failures:
         raise DataError(
             f"{len(failures)} shard(s) could not be read (the other {len(done)} are saved; a rerun reads only these):\n  "
@@ -102,37 +106,36 @@ def index(
     if not store.is_s3(out):
         os.makedirs(out, exist_ok=True)
     publish_manifest(manifest, out, endpoint_url)
+    state.remove()
     report.manifest, report.snapshot = load_manifest(out, endpoint_url=endpoint_url)
     return report
 
 
-def _read_all(listing, todo, done, report, state_path, endpoint_url, image_key, label_key, parallel, on_shard) -> dict:
+def _read_all(listing, todo, done, report, state, endpoint_url, image_key, label_key, parallel, on_shard) -> dict:
     failures: dict[str, str] = {}
     pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="index")
     pending = {}
     queue = list(reversed(todo))
     try:
-        with open(state_path, "a", encoding="utf-8") as state:
-            # Keep `parallel` shards in flight, no more: a 10,000-shard prefix never queues 10,000 futures.
-            while queue or pending:
-                while queue and len(pending) < max(1, parallel):
-                    name = queue.pop()
-                    pending[pool.submit(scan_shard, listing.url(name), endpoint_url, image_key, label_key)] = name
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    name = pending.pop(future)
-                    try:
-                        scan = future.result()
-                    except Exception as exc:  # garbled tar, access denied, vanished object: name it
-                        failures[name] = f"{type(exc).__name__}: {exc}"
-                        continue
-                    info = listing.shards[name]
-                    done[name] = _entry(name, scan)
-                    state.write(json.dumps({"name": name, "size": info.size, "version": info.version, "entry": done[name]}) + "\n")
-                    state.flush()
-                    report.read += 1
-                    if on_shard is not None:
-                        on_shard(name, False)
+        # Keep `parallel` shards in flight, no more: a 10,000-shard prefix never queues 10,000 futures.
+        while queue or pending:
+            while queue and len(pending) < max(1, parallel):
+                name = queue.pop()
+                pending[pool.submit(scan_shard, listing.url(name), endpoint_url, image_key, label_key)] = name
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = pending.pop(future)
+                try:
+                    scan = future.result()
+                except Exception as exc:  # garbled tar, access denied, vanished object: name it
+                    failures[name] = f"{type(exc).__name__}: {exc}"
+                    continue
+                info = listing.shards[name]
+                done[name] = _entry(name, scan)
+                state.add(name, info.size, info.version, done[name])
+                report.read += 1
+                if on_shard is not None:
+                    on_shard(name, False)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
@@ -267,27 +270,3 @@ def _manifest(source: str, listing: ShardListing, out: str, entries: list[dict],
     if listing.base.rstrip("/") != out:
         manifest["shards_root"] = listing.base  # the manifest lives apart from its shards
     return manifest
-
-
-def _state_path(cache_dir: str, manifest_url: str, image_key: str, label_key: str) -> str:
-    folder = os.path.join(os.path.expanduser(cache_dir), "index")
-    os.makedirs(folder, exist_ok=True)
-    key = hashlib.sha256(json.dumps([manifest_url, image_key, label_key]).encode()).hexdigest()[:24]
-    return os.path.join(folder, f"{key}.jsonl")
-
-
-def _load_state(path: str, listing: ShardListing) -> dict[str, dict]:
-    """Entries of an earlier run whose shard is still listed with the same size and version."""
-    done: dict[str, dict] = {}
-    if not os.path.exists(path):
-        return done
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by the interruption itself
-            info = listing.shards.get(item.get("name"))
-            if info is not None and info.size == item.get("size") and info.version == item.get("version"):
-                done[item["name"]] = item["entry"]
-    return done

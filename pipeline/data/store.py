@@ -44,15 +44,21 @@ def stat(url: str, endpoint_url: str | None = None) -> ObjectInfo | None:
 
 def list_tars(root: str, endpoint_url: str | None = None) -> dict[str, ObjectInfo]:
     """Every `.tar` under a folder or s3:// prefix, at any depth: {URL: info}, sorted by URL."""
+    return list_files(root, ".tar", endpoint_url)
+
+
+def list_files(root: str, suffix: str, endpoint_url: str | None = None) -> dict[str, ObjectInfo]:
+    """Every object whose name ends with `suffix` under a folder or s3:// prefix, at any depth:
+    {URL: info}, sorted by URL. A folder that does not exist holds nothing."""
     if is_s3(root):
         from pipeline.data import s3
 
-        return s3.list_objects(root, suffix=".tar", endpoint_url=endpoint_url)
+        return s3.list_objects(root, suffix=suffix, endpoint_url=endpoint_url)
     found = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
-            if name.endswith(".tar"):
+            if name.endswith(suffix):
                 path = os.path.join(dirpath, name)
                 info = stat(path)
                 if info is not None:
@@ -68,3 +74,33 @@ def read_bytes(url: str, endpoint_url: str | None = None) -> bytes:
         return s3.get_bytes(url, endpoint_url=endpoint_url)
     with open(url, "rb") as f:
         return f.read()
+
+
+def write_bytes(url: str, body: bytes, endpoint_url: str | None = None) -> None:
+    """A whole small object. Local files go through a temporary name and a rename, so a reader
+    (or a rerun after a crash) sees the old content or the new, never half of it; an S3 PUT is
+    atomic already."""
+    if is_s3(url):
+        from pipeline.data import s3
+
+        s3.put_bytes(url, body, endpoint_url=endpoint_url)
+        return
+    os.makedirs(os.path.dirname(url) or ".", exist_ok=True)
+    tmp = url + ".partial"
+    with open(tmp, "wb") as f:
+        f.write(body)
+    os.replace(tmp, url)
+
+
+def remove(url: str, endpoint_url: str | None = None) -> None:
+    """Delete one object; one that is already gone is no error (S3 DeleteObject behaves so too)."""
+    if is_s3(url):
+        from pipeline.data import s3
+
+        bucket, key = s3.parse(url)
+        s3.client(endpoint_url).delete_object(Bucket=bucket, Key=key)
+        return
+    try:
+        os.remove(url)
+    except FileNotFoundError:
+        pass

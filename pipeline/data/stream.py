@@ -87,6 +87,7 @@ class BatchStream:
             )
         self._batches = 0  # batches this rank has yielded, over all epochs and resumes
         self._corrupt = 0
+        self._upscaled = 0  # images smaller than the resize target, enlarged by the decoder
         self._epoch, self._in_epoch, self._resumes = 0, 0, 0
         if position:
             self._restore(position)
@@ -111,6 +112,7 @@ class BatchStream:
             "samples": self._batches * self.config.batch_size,
             "batches": self._batches,
             "corrupt_skipped": self._corrupt,
+            "upscaled": self._upscaled,
             "epoch": self._epoch if self.mode == "epoch" else (self._batches * self.config.batch_size * self.layout.world_size) // self.num_samples,
             "resumes": self._resumes,
         }
@@ -147,9 +149,17 @@ class BatchStream:
                 raise
 
     def _consume(self, source) -> Iterator[tuple]:
-        for images, labels, keys, corrupt in source:
+        for images, labels, keys, corrupt, upscaled in source:
             self._batches += 1
             self._corrupt += corrupt
+            if upscaled and not self._upscaled:
+                # Once per stream, not per image: a data set of small images would drown the log.
+                # The running count goes on in stats()["upscaled"] (MLflow: data/upscaled).
+                log.warning(
+                    "%d of the first %d images are smaller than %d px and were upscaled (blurry); counting on as data/upscaled",
+                    upscaled, self._batches * self.config.batch_size, self.config.decoder().resize,
+                )
+            self._upscaled += upscaled
             if self.mode == "epoch":
                 self._in_epoch += 1
                 if self._in_epoch == self.batches_per_epoch:

@@ -41,12 +41,13 @@ class StreamConfig:
         return SampleDecoder(self.decode or DecodeConfig(kind="packed", resolution=self.resolution))
 
 
-def collate(samples: list[tuple[np.ndarray, int, str]], corrupt: int) -> tuple:
+def collate(samples: list[tuple[np.ndarray, int, str]], corrupt: int, upscaled: int = 0) -> tuple:
     """Stack one batch. Kept uint8 NHWC: 4x less to pickle between processes than float32; the
-    main process converts. `corrupt` = samples skipped while filling this batch (for stats)."""
+    main process converts. `corrupt` = samples skipped while filling this batch, `upscaled` =
+    images of it smaller than the resize target (both for stats)."""
     images = torch.from_numpy(np.stack([s[0] for s in samples]))
     labels = torch.tensor([s[1] for s in samples], dtype=torch.int64)
-    return images, labels, [s[2] for s in samples], corrupt
+    return images, labels, [s[2] for s in samples], corrupt, upscaled
 
 
 class ResampledDataset(IterableDataset):
@@ -69,8 +70,9 @@ class ResampledDataset(IterableDataset):
         ]
         if c.shuffle_buffer > 1:
             stages.append(wds.shuffle(c.shuffle_buffer, initial=c.shuffle_buffer, rng=random.Random(seed)))
-        stages.append(wds.pipelinefilter(_decoded)(c.decoder(), seed, policy))
-        stages.append(wds.pipelinefilter(_batches)(c.batch_size, policy))
+        decoder = c.decoder()
+        stages.append(wds.pipelinefilter(_decoded)(decoder, seed, policy))
+        stages.append(wds.pipelinefilter(_batches)(c.batch_size, policy, decoder))
         yield from wds.DataPipeline(*stages)
 
 
@@ -84,13 +86,15 @@ def _decoded(src: Iterator[dict], decoder: SampleDecoder, aug_seed: int, policy:
         yield image, label, raw["__key__"]
 
 
-def _batches(src: Iterator[tuple], batch_size: int, policy: CorruptPolicy) -> Iterator[tuple]:
-    batch, reported = [], 0
+def _batches(src: Iterator[tuple], batch_size: int, policy: CorruptPolicy, decoder: SampleDecoder) -> Iterator[tuple]:
+    # Decoding is the stage right before this one and pulls one sample at a time, so the decoder's
+    # counters stand exactly at this batch's end when it is full.
+    batch, reported, enlarged = [], 0, 0
     for sample in src:
         batch.append(sample)
         if len(batch) == batch_size:
-            yield collate(batch, policy.skipped - reported)
-            reported, batch = policy.skipped, []
+            yield collate(batch, policy.skipped - reported, decoder.upscaled - enlarged)
+            reported, enlarged, batch = policy.skipped, decoder.upscaled, []
 
 
 class EpochDataset(IterableDataset):
@@ -142,7 +146,7 @@ class EpochDataset(IterableDataset):
     def _decode_batch(self, raws: list[dict], policy: CorruptPolicy) -> tuple:
         # A skipped sample is replaced by a good one from the same batch: every rank must keep
         # exactly n full batches per epoch, or DDP's collectives fall out of step and hang.
-        good, bad = [], 0
+        good, bad, upscaled = [], 0, self._decoder.upscaled
         for raw in raws:
             try:
                 if raw.get("__missing__"):
@@ -155,7 +159,7 @@ class EpochDataset(IterableDataset):
         if not good:
             raise CorruptSampleError.of(raws[0]["__url__"], raws[0]["__key__"], "every sample of this batch is corrupt")
         filled = good + [good[i % len(good)] for i in range(bad)]
-        return collate(filled, bad)
+        return collate(filled, bad, self._decoder.upscaled - upscaled)
 
 
 def _safe_iter(url: str, endpoint_url: str | None, on_corrupt: str) -> Iterator[dict]:

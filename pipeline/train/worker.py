@@ -127,6 +127,7 @@ def _log_step_metrics(window: dist.MetricsWindow, batches, world: int, consumed:
     totals = {
         names.SAMPLES_SEEN: consumed,
         "data/corrupt_skipped": stats.get("corrupt_skipped", 0),
+        "data/upscaled": stats.get("upscaled", 0),
         "data/samples_read": stats.get("samples", 0),
     }
     metrics = window.reduce(dist.all_reduce_sum, world, totals=totals)

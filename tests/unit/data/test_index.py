@@ -12,6 +12,7 @@ import pytest
 from pipeline.data.config import DataSpec
 from pipeline.data.errors import DataError
 from pipeline.data.index import index
+from pipeline.data.index_state import STATE_DIR
 from pipeline.data.manifest import check_shards, load_manifest
 from pipeline.data.stream import make_batches
 from pipeline.data.verify import verify
@@ -30,7 +31,7 @@ def indexed_copy(foreign, tmp_path):
     folder, written = foreign
     copy = str(tmp_path / "shards")
     shutil.copytree(folder, copy)
-    index(copy, label_key="json.label", cache_dir=str(tmp_path / "cache"))
+    index(copy, label_key="json.label")
     return copy, written
 
 
@@ -38,7 +39,7 @@ def test_index_writes_the_manifest_training_needs(foreign, tmp_path):
     folder, written = foreign
     copy = str(tmp_path / "shards")
     shutil.copytree(folder, copy)
-    report = index(copy, label_key="json.label", cache_dir=str(tmp_path / "cache"))
+    report = index(copy, label_key="json.label")
     manifest, snapshot = load_manifest(copy)
     assert report.snapshot == snapshot and report.read == 4 and report.reused == 0
     assert (manifest["kind"], manifest["image_size"], manifest["image_key"], manifest["label_key"]) == ("indexed", None, "jpg", "json.label")
@@ -57,13 +58,13 @@ def test_index_writes_the_manifest_training_needs(foreign, tmp_path):
     assert manifest["labels"] == {"labelled": 26, "values": [0, 1, 2, 3]}
     assert "shards_root" not in manifest  # next to its shards: the folder can move as a whole
     # indexing again changes nothing: same snapshot id
-    assert index(copy, label_key="json.label", cache_dir=str(tmp_path / "cache2")).snapshot == snapshot
+    assert index(copy, label_key="json.label").snapshot == snapshot
 
 
 def test_manifest_elsewhere_points_at_the_shards(foreign, tmp_path):
     folder, _ = foreign
     out = str(tmp_path / "elsewhere")
-    index(os.path.join(folder, "shard-{000000..000002}.tar"), out=out, cache_dir=str(tmp_path / "cache"))
+    index(os.path.join(folder, "shard-{000000..000002}.tar"), out=out)
     manifest, _ = load_manifest(out)
     assert manifest["shards_root"] == folder and manifest["num_samples"] == 24
     assert manifest["label_key"] is None  # auto: no cls member, and json needs naming
@@ -73,10 +74,10 @@ def test_manifest_elsewhere_points_at_the_shards(foreign, tmp_path):
     assert images.shape == (4, 3, 16, 16) and (labels == -1).all()
 
 
-def test_an_interrupted_index_reads_only_the_rest(foreign, tmp_path):
+def test_an_interrupted_index_continues_elsewhere_and_reads_only_the_rest(foreign, tmp_path):
     folder, _ = foreign
-    copy = str(tmp_path / "shards")
-    shutil.copytree(folder, copy)
+    here, there = str(tmp_path / "here"), str(tmp_path / "there")
+    shutil.copytree(folder, here)
     seen = []
 
     def stop_after_two(name, reused):
@@ -85,14 +86,20 @@ def test_an_interrupted_index_reads_only_the_rest(foreign, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        index(copy, parallel=1, cache_dir=str(tmp_path / "cache"), on_shard=stop_after_two)
-    assert not os.path.exists(os.path.join(copy, "manifest.json"))
-    report = index(copy, parallel=1, cache_dir=str(tmp_path / "cache"))
+        index(here, parallel=1, on_shard=stop_after_two)
+    assert not os.path.exists(os.path.join(here, "manifest.json"))
+    assert os.listdir(os.path.join(here, STATE_DIR))  # the state lies beside the output, not in a local cache
+    # "Another machine": the output folder copied whole (copytree keeps mtimes, the local version).
+    shutil.copytree(here, there)
+    report = index(there, parallel=1)
     assert (report.reused, report.read) == (2, 2)
-    # a shard that changed since is read again
-    with open(os.path.join(copy, "shard-000000.tar"), "ab") as f:
+    assert not os.path.exists(os.path.join(there, STATE_DIR))  # gone once the manifest is written
+    # a shard that changed since it was indexed is read again
+    with open(os.path.join(here, seen[0]), "ab") as f:
         f.write(b"\0" * 1024)
-    assert index(copy, parallel=1, cache_dir=str(tmp_path / "cache")).read == 1
+    report = index(here, parallel=1)
+    assert (report.reused, report.read) == (1, 3)
+    assert index(here, parallel=1).read == 4  # the state went when the manifest came: a new index reads all
 
 
 def test_a_missing_shard_of_a_pattern_is_named(foreign):
@@ -109,14 +116,14 @@ def test_an_unreadable_shard_is_named_and_no_manifest_written(foreign, tmp_path)
         f.seek(600)
         f.write(b"garbage!" * 64)  # the second member's header checksum no longer matches
     with pytest.raises(DataError, match=r"1 shard\(s\) could not be read.*\n  .*shard-000001.tar: ShardFormatError"):
-        index(copy, cache_dir=str(tmp_path / "cache"))
+        index(copy)
     assert not os.path.exists(os.path.join(copy, "manifest.json"))
 
 
 def test_a_label_key_no_sample_has_is_an_error(foreign, tmp_path):
     folder, _ = foreign
     with pytest.raises(DataError, match="--label-key json.class: no sample"):
-        index(folder, out=str(tmp_path / "out"), label_key="json.class", cache_dir=str(tmp_path / "cache"))
+        index(folder, out=str(tmp_path / "out"), label_key="json.class")
     with pytest.raises(DataError, match="--label-key must be"):
         index(folder, out=str(tmp_path / "out"), label_key="caption")
 
