@@ -167,6 +167,28 @@ def parse_job(raw: dict[str, Any], source: str = "<spec>") -> JobSpec:
         raise SpecError(f"invalid job spec {source}:\n" + "\n".join(lines)) from None
 
 
+def absolute_path(path: str) -> str:
+    """A local path made absolute against this process's working folder, `~` expanded; a URL
+    (s3://...) as it is."""
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def with_absolute_paths(spec: JobSpec) -> JobSpec:
+    """The job with its local paths absolute: the one step `ganpipe train`, `submit` and `tune` all
+    take before a spec leaves this process, because Ray workers, a submitted job and Tune trials run
+    in other working folders, where a relative path names another place. It comes before the spec
+    is hashed and is idempotent, so a resumed run (or search) compares its spec with the original's
+    after the same step. data.root and checkpoint.storage_path name places every worker shares;
+    eval.cache_dir is a per-machine cache, so a `~` there is left for each machine to expand (a
+    relative one is made absolute like the others)."""
+    data = spec.data.model_copy(update={"root": absolute_path(spec.data.root)})
+    checkpoint = spec.checkpoint.model_copy(update={"storage_path": absolute_path(spec.checkpoint.storage_path)})
+    update: dict[str, Any] = {"data": data, "checkpoint": checkpoint}
+    if spec.eval is not None and not spec.eval.cache_dir.startswith("~"):
+        update["eval"] = spec.eval.model_copy(update={"cache_dir": absolute_path(spec.eval.cache_dir)})
+    return spec.model_copy(update=update)
+
+
 def read_yaml_mapping(path: str | Path, what: str, error: type[Exception] = SpecError) -> dict:
     """The YAML mapping in `path`; `error` names `what` the file is when it is unreadable or not a mapping."""
     try:

@@ -22,7 +22,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from pipeline.data.errors import DataError
-from pipeline.data.store import ObjectInfo
+from pipeline.data.object_info import ObjectInfo
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from braceexpand import braceexpand
 
 from pipeline.data import store
 from pipeline.data.errors import DataError
-from pipeline.data.store import ObjectInfo
+from pipeline.data.object_info import ObjectInfo
 
 
 @dataclass(frozen=True)

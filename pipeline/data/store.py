@@ -8,7 +8,8 @@ needs boto3 configured.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from pipeline.data.object_info import ObjectInfo
 
 
 def is_s3(url: str) -> bool:
@@ -20,13 +21,6 @@ def join(root: str, name: str) -> str:
     if is_s3(root):
         return root.rstrip("/") + "/" + name
     return os.path.join(root, name)
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    size: int
-    sha256: str | None  # recorded at upload time (S3 metadata); None where the store does not keep it
-    version: str | None = None  # changes when the bytes may have: S3 ETag, local mtime in ns
 
 
 def stat(url: str, endpoint_url: str | None = None) -> ObjectInfo | None:

@@ -226,7 +226,7 @@ def schedule_status(schedule: Path = typer.Argument(..., help="Schedule YAML (se
     from pipeline.ops.schedule import next_fire
     from pipeline.ops.state import MODEL_VERSION, REASON, ScheduleState
     from pipeline.spec import SpecError, load_job
-    from pipeline.train.launch import resolve_tracking_uri
+    from pipeline.tracking.run import resolve_tracking_uri
 
     spec = _schedule(schedule)
     try:

@@ -112,7 +112,7 @@ def tick(spec: ScheduleSpec, *, address: str | None, tracking_uri: str | None = 
          say: Callable[[str], None] = print) -> TickResult:
     from pipeline.data.manifest import load_manifest
     from pipeline.spec import load_job
-    from pipeline.train.launch import resolve_tracking_uri
+    from pipeline.tracking.run import resolve_tracking_uri
 
     now = now or dt.datetime.now(dt.timezone.utc)
     job = load_job(spec.job, spec.overrides())  # a broken job file fails every tick loudly, before anything else

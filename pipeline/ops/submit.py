@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 import pipeline
-from pipeline.spec import JobSpec, load_job
+from pipeline.spec import JobSpec, load_job, with_absolute_paths
 
 # Non-secret settings the job needs to reach the same stores as the submitter. Anything that looks
 # like a credential is never in this list, and a value with user:password@ in it is refused.
@@ -167,16 +167,11 @@ def _yaml(mapping: dict) -> str:
 
 
 def _absolute_local_paths(spec: JobSpec) -> tuple[JobSpec, list[str]]:
-    """Local data and checkpoint paths made absolute: the job runs in Ray's unpacked working dir."""
-    local = []
-    data, ckpt = spec.data, spec.checkpoint
-    if "://" not in data.root:
-        data = data.model_copy(update={"root": str(Path(data.root).expanduser().resolve())})
-        local.append(f"data.root ({data.root})")
-    if "://" not in ckpt.storage_path:
-        ckpt = ckpt.model_copy(update={"storage_path": str(Path(ckpt.storage_path).expanduser().resolve())})
-        local.append(f"checkpoint.storage_path ({ckpt.storage_path})")
-    return spec.model_copy(update={"data": data, "checkpoint": ckpt}), local
+    """Local paths made absolute (the job runs in Ray's unpacked working dir), and the shared places
+    among them that every node must see."""
+    spec = with_absolute_paths(spec)
+    shared = (("data.root", spec.data.root), ("checkpoint.storage_path", spec.checkpoint.storage_path))
+    return spec, [f"{name} ({path})" for name, path in shared if "://" not in path]
 
 
 def stage(sub: Submission, dest: Path) -> list[str]:

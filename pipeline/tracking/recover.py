@@ -72,16 +72,9 @@ def _finish(uri: str, run) -> None:
 
 
 def _load(checkpoint: str, spec):
-    from ray.train import Checkpoint
+    from pipeline.checkpoints import generator_from_checkpoint, open_checkpoint
 
-    from pipeline.train.export import generator_from_checkpoint
-    from pipeline.train.launch import storage
-
-    if checkpoint.startswith("s3://"):  # the job's endpoint, as training wrote it
-        path, fs = storage(spec.model_copy(update={"checkpoint": spec.checkpoint.model_copy(update={"storage_path": checkpoint})}))
-        source = Checkpoint(path, filesystem=fs)
-    else:
-        source = Checkpoint(checkpoint)
+    source = open_checkpoint(checkpoint, spec.checkpoint.endpoint_url)  # the job's endpoint, as training wrote it
     try:
         with source.as_directory() as d:
             return generator_from_checkpoint(d, spec)

@@ -9,10 +9,9 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlsplit
 
-from pipeline.spec import JobSpec
+from pipeline.checkpoints import generator_from_checkpoint, location, storage
+from pipeline.spec import JobSpec, with_absolute_paths
 from pipeline.tracking import names
 from pipeline.tracking.run import end_run, open_run, resolve_tracking_uri
 
@@ -34,22 +33,6 @@ class TrainOutcome:
     model_uri: str | None
 
 
-def storage(spec: JobSpec) -> tuple[str, object | None]:
-    """(storage_path, pyarrow filesystem or None) for Ray Train's RunConfig."""
-    path, endpoint = spec.checkpoint.storage_path, spec.checkpoint.endpoint_url
-    if not path.startswith("s3://"):
-        return str(Path(path).expanduser().resolve()), None
-    import pyarrow.fs
-
-    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3")
-    if endpoint is None:
-        return path, None
-    # pyarrow needs host:port plus the scheme separately; plain-http endpoints (MinIO, moto) need "http".
-    parts = urlsplit(endpoint)
-    fs = pyarrow.fs.S3FileSystem(endpoint_override=parts.netloc, scheme=parts.scheme or "https")
-    return path.removeprefix("s3://"), fs
-
-
 def init_ray(start_timeout_s: float) -> bool:
     """Connect to $RAY_ADDRESS or start a local Ray; True when this call did it (and so may stop it)."""
     import ray
@@ -62,19 +45,11 @@ def init_ray(start_timeout_s: float) -> bool:
         log_to_driver=os.environ.get("GANPIPE_RAY_LOGS") == "1",
         include_dashboard=False,
         configure_logging=True,
-        # A request no cluster can satisfy must fail, not wait forever (DESIGN.md): the Train
+        # A request no cluster can satisfy must fail, not wait forever (docs/architecture.md): the Train
         # controller, an actor of this job, reads its worker-group start timeout from here.
         runtime_env={"env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(start_timeout_s)}},
     )
     return True
-
-
-def with_absolute_paths(spec: JobSpec) -> JobSpec:
-    """Local data roots made absolute: Ray workers do not run in the driver's working folder."""
-    root = spec.data.root
-    if "://" in root:
-        return spec
-    return spec.model_copy(update={"data": spec.data.model_copy(update={"root": str(Path(root).expanduser().resolve())})})
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -95,7 +70,7 @@ def train(spec: JobSpec, *, run_name: str | None = None, resume: str | None = No
     from pipeline.train import runs
     from pipeline.train.worker_config import WorkerConfig
 
-    spec = with_absolute_paths(spec)
+    spec = with_absolute_paths(spec)  # before it is hashed: a resume compares it after the same step
     check_shards(spec.data)  # missing or mismatched shards: a clear error before Ray starts
     _, manifest_sha = load_manifest(spec.data.root, spec.data.endpoint_url)
     tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri)
@@ -117,7 +92,7 @@ def train(spec: JobSpec, *, run_name: str | None = None, resume: str | None = No
             tags={names.JOB: spec.name, names.DATA_SHA256: manifest_sha, names.SPEC_SHA256: spec.sha256()},
             resolved_spec=spec.model_dump(mode="json"),
         )
-    storage_path, fs = storage(spec)
+    storage_path, fs = storage(spec.checkpoint.storage_path, spec.checkpoint.endpoint_url)
     started_ray = init_ray(spec.scaling.start_timeout_s)
     worker_config = WorkerConfig(
         spec=spec.model_dump(mode="json"), tracking_uri=tracking_uri, run_id=run_id, manifest_sha256=manifest_sha,
@@ -179,24 +154,14 @@ def _publish(result, spec: JobSpec, *, run_id: str, tracking_uri: str, manifest_
     in storage, so an MLflow outage here is waited out for tracking.patience_s; after that the run
     ends with RegistrationPending, whose message is the `ganpipe register` command to finish later."""
     from pipeline.tracking.publish import publish
-    from pipeline.train.export import generator_from_checkpoint
 
     with result.checkpoint.as_directory() as d:
         generator, meta = generator_from_checkpoint(d, spec)
     out = publish(
         generator, spec=spec, step=meta["step"], run_id=run_id, tracking_uri=tracking_uri, manifest_sha=manifest_sha,
-        scores=result.metrics, checkpoint_path=checkpoint_location(result.checkpoint),
+        scores=result.metrics, checkpoint_path=location(result.checkpoint.path, result.checkpoint.filesystem),
     )
     return out.version, out.became_champion, out.model_uri
-
-
-def checkpoint_location(checkpoint) -> str:
-    """A checkpoint's path as people type it: Ray keeps S3 paths without their scheme."""
-    import pyarrow.fs
-
-    if isinstance(checkpoint.filesystem, pyarrow.fs.S3FileSystem):
-        return "s3://" + checkpoint.path.lstrip("/")
-    return checkpoint.path
 
 
 def _unschedulable(spec: JobSpec) -> str | None:

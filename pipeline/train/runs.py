@@ -14,6 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from pipeline.checkpoints import storage_root
 from pipeline.spec import JobSpec
 from pipeline.tracking import names
 
@@ -43,14 +44,8 @@ def new_run_name(spec: JobSpec) -> str:
 # -- storage -------------------------------------------------------------------------------------------
 def _run_path(spec: JobSpec, run_name: str) -> tuple[str, object]:
     """(path, pyarrow filesystem) of the run's folder, local or S3."""
-    import pyarrow.fs
-
-    from pipeline.train.launch import storage
-
-    path, fs = storage(spec)
-    if fs is None:
-        fs, path = pyarrow.fs.FileSystem.from_uri(path if "://" in path else f"file://{path}")
-    return f"{path.rstrip('/')}/{run_name}", fs
+    path, fs = storage_root(spec.checkpoint.storage_path, spec.checkpoint.endpoint_url)
+    return f"{path}/{run_name}", fs
 
 
 def run_folder_exists(spec: JobSpec, run_name: str) -> bool:

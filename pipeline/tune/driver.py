@@ -54,21 +54,10 @@ def new_search_id(search: Search) -> str:
     return f"{search.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def storage_root(job) -> tuple[str, object]:
-    """(path, pyarrow filesystem) of the job's checkpoint storage, the filesystem always concrete."""
-    import pyarrow.fs
-
-    from pipeline.train.launch import storage
-
-    path, fs = storage(job)
-    if fs is None:
-        fs, path = pyarrow.fs.FileSystem.from_uri(path if "://" in path else f"file://{path}")
-    return path.rstrip("/"), fs
-
-
 def run_search(search: Search, *, resume: bool = False, tracking_uri: str | None = None, best_spec: Path | None = None,
                show_progress: bool = True, search_id: str | None = None) -> SearchOutcome:
     """`search_id` names a new search (parent run, Tune experiment); default NAME-TIME-RANDOM."""
+    from pipeline.checkpoints import storage_root
     from pipeline.data.manifest import check_shards, load_manifest
     from pipeline.tracking.run import end_run, resolve_tracking_uri
     from pipeline.tune import tracking
@@ -79,7 +68,7 @@ def run_search(search: Search, *, resume: bool = False, tracking_uri: str | None
     _, manifest_sha = load_manifest(base.data.root, base.data.endpoint_url)
     uri = resolve_tracking_uri(tracking_uri or base.tracking.tracking_uri)
     experiment = base.tracking.experiment
-    root, fs = storage_root(base)
+    root, fs = storage_root(base.checkpoint.storage_path, base.checkpoint.endpoint_url)
     from pipeline.train.launch import SchedulingError, init_ray, shortfall
 
     started_ray = init_ray(base.scaling.start_timeout_s)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.spec import JobSpec, PromoteSpec, SpecError, apply_overrides, parse_job, read_yaml_mapping
+from pipeline.spec import JobSpec, PromoteSpec, SpecError, apply_overrides, parse_job, read_yaml_mapping, with_absolute_paths
 from pipeline.tune.space import AddressError, apply_assignments, draw_trials, probes
 
 METRIC_KEYS = {"fd": "eval/fd", "kid": "eval/kid"}  # what rank 0 reports (tracking/names.py EVAL_FD, EVAL_KID)
@@ -96,7 +96,8 @@ class SearchSpec(_Strict):
 
 
 class Search:
-    """A validated search: the spec, its base job (raw mapping after `set`) and the drawn trials."""
+    """A validated search: the spec, its base job (raw mapping after `set`; load_search makes it the
+    resolved job, local paths absolute) and the drawn trials."""
 
     def __init__(self, spec: SearchSpec, base_raw: dict, source: Path):
         self.spec, self.base_raw, self.source = spec, base_raw, source
@@ -148,29 +149,13 @@ def load_search(path: str | Path, extra_set: list[str] | None = None) -> Search:
         apply_overrides(base_raw, spec.set)
     except SpecError as e:
         raise SearchError(f"{path}: set: {e}") from None
-    search = Search(spec, _absolute_paths(base_raw), path)
+    search = Search(spec, base_raw, path)
     check(search)
+    # Local paths absolute against this working folder, as `ganpipe train` makes them: trials run in
+    # Tune's trial folders, the best spec file must mean the same wherever it is used, and a resumed
+    # search compares its sha256 (over this mapping) with the original's after the same step.
+    search.base_raw = with_absolute_paths(search.base_job()).model_dump(mode="json")
     return search
-
-
-def _absolute_paths(raw: dict) -> dict:
-    """Local paths made absolute against the working folder (as `ganpipe train` reads them): trials
-    run in Tune's trial folders, and the best spec file must mean the same wherever it is used."""
-
-    def fix(section: str, key: str, default: str | None = None) -> None:
-        node = raw.get(section)
-        if not isinstance(node, dict):
-            if default is None:
-                return
-            node = raw[section] = {}
-        value = node.get(key, default)
-        if isinstance(value, str) and "://" not in value:
-            node[key] = str(Path(value).expanduser().resolve())
-
-    fix("data", "root")
-    fix("checkpoint", "storage_path", "./ray_results")
-    fix("eval", "cache_dir")
-    return raw
 
 
 def check(search: Search) -> None:

@@ -40,9 +40,9 @@ def train_run_name(trial_id: str) -> str:
 
 def train_storage(job, search_id: str) -> tuple[str, Any]:
     """(storage_path, filesystem) of the search's Train runs: the job's storage, under the search id."""
-    from pipeline.train.launch import storage
+    from pipeline.checkpoints import storage
 
-    path, fs = storage(job)
+    path, fs = storage(job.checkpoint.storage_path, job.checkpoint.endpoint_url)
     return f"{path.rstrip('/')}/{search_id}", fs
 
 

@@ -65,8 +65,8 @@ def publish_winner(job: JobSpec, row: TrialRow, *, action: str, promote: Promote
     from mlflow.tracking import MlflowClient
     from ray.train import Checkpoint
 
+    from pipeline.checkpoints import generator_from_checkpoint, location
     from pipeline.tracking.publish import publish
-    from pipeline.train.export import generator_from_checkpoint
     from pipeline.tune.tracking import SEARCH, TRIAL_ID
 
     tracking = job.tracking.model_copy(update={"promote": promote if action == "promote" else None})
@@ -74,9 +74,8 @@ def publish_winner(job: JobSpec, row: TrialRow, *, action: str, promote: Promote
     checkpoint = Checkpoint(row.checkpoint_path, filesystem=storage_fs)
     with checkpoint.as_directory() as d:
         generator, meta = generator_from_checkpoint(d, job)
-    location = ("s3://" + row.checkpoint_path.lstrip("/")) if type(storage_fs).__name__ == "S3FileSystem" else row.checkpoint_path
     out = publish(generator, spec=job, step=meta["step"], run_id=row.run_id, tracking_uri=tracking_uri,
-                  manifest_sha=manifest_sha, scores=row.scores, checkpoint_path=location)
+                  manifest_sha=manifest_sha, scores=row.scores, checkpoint_path=location(row.checkpoint_path, storage_fs))
     client = MlflowClient(tracking_uri=tracking_uri)
     client.set_model_version_tag(job.tracking.registered_model, out.version, SEARCH, search_id)
     client.set_model_version_tag(job.tracking.registered_model, out.version, TRIAL_ID, row.trial_id)

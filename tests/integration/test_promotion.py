@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 from typer.testing import CliRunner
 
+from pipeline.checkpoints import generator_from_checkpoint
 from pipeline.cli import app
 from pipeline.tracking import names
 from pipeline.tracking.gate import promote
@@ -25,7 +26,6 @@ from pipeline.tracking.publish import version_tags
 from pipeline.tracking.registry import log_generator, register
 from pipeline.tracking.run import end_run, open_run
 from pipeline.train.build import build_networks
-from pipeline.train.export import generator_from_checkpoint
 from pipeline.train.launch import train
 from pipeline.train.regularization import Regularization
 from tests.integration.conftest import MlflowServer, free_port
