@@ -133,19 +133,21 @@ def runs(
 @app.command()
 def sample(
     model_uri: str = typer.Argument(..., help="MLflow model URI, e.g. models:/gan-digits@champion."),
-    n: int = typer.Option(64, "-n", min=1, help="Number of samples."),
-    output: Path = typer.Option(Path("samples.png"), "-o", "--output", help="PNG file to write."),
+    n: int = typer.Option(64, "-n", min=1, help="Number of samples (per class, for a conditional model without --class)."),
+    output: Path = typer.Option(Path("samples.png"), "-o", "--output",
+                                help="A PNG grid, or .npz for the raw images (uint8 N×H×W×3) and their class labels."),
+    class_name: Optional[str] = typer.Option(None, "--class", help="A conditional model's class, by name or index (default: a row per class)."),
     seed: int = typer.Option(0, help="Seed of the latent vectors."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI."),
 ) -> None:
-    """Draw n samples from a registered generator into one PNG grid."""
-    from pipeline.sampling import sample_grid
+    """Draw samples from a registered generator into a PNG grid or an .npz file."""
+    from pipeline.sampling import sample as draw_samples
 
     try:
-        sample_grid(model_uri, n=n, output=output, seed=seed, tracking_uri=tracking_uri)
-    except Exception as e:  # a wrong URI or an unreachable store: one line, not a traceback
+        count = draw_samples(model_uri, n=n, output=output, seed=seed, class_name=class_name, tracking_uri=tracking_uri)
+    except Exception as e:  # a wrong URI or class, an unreachable store: one line, not a traceback
         fail(f"cannot sample {model_uri}: {e}")
-    console.print(f"wrote {output} ({n} samples from {model_uri})")
+    console.print(f"wrote {output} ({count} samples from {model_uri})")
 
 
 @app.command("eval")
@@ -190,10 +192,10 @@ def eval_(
         import torch
 
         with torch.no_grad():
-            side = int(generator(torch.zeros(1, z_dim)).shape[-1])
+            side = int(generator(torch.zeros(1, z_dim), torch.zeros(1, dtype=torch.int64)).shape[-1])
         data_spec = DataSpec(root=data, resolution=side, endpoint_url=endpoint_url)
     with console.status(f"scoring {n} samples of {model_uri} ({extractor} features)"):
-        result = GeneratorScorer(spec, data_spec, manifest_sha)(generator, z_dim, seed=seed)
+        result = GeneratorScorer(spec, data_spec, manifest_sha, class_names=generator.class_names)(generator, z_dim, seed=seed)
     q, mem = MEMORIZATION_QUANTILE, result["memorization"]
     memorization = (f"{mem:.4f}  (share of samples closer to a training image than {1 - q:.0%} of "
                     f"{result['num_heldout']} held-out real images are; about {q} for new images)"
@@ -202,6 +204,22 @@ def eval_(
                   f"precision {result['precision']:.4f}\nrecall {result['recall']:.4f}\nmemorization {memorization}\n"
                   f"({result['num_samples']} samples, {result['num_real']} real, {result['extractor']} features, key {result['key'][:12]})",
                   markup=False, highlight=False)
+    if result.get("per_class"):
+        _print_classwise(result)
+
+
+def _print_classwise(result: dict) -> None:
+    """Per-class FD and sample accuracy of a conditional generator (pipeline/eval/classwise.py)."""
+    from rich.table import Table
+
+    acc = result["accuracy"]
+    table = Table(title="class by class" + (f"  (sample accuracy {acc:.3f})" if acc is not None else ""))
+    for column in ("class", "samples", "FD", "accuracy"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for name, row in result["per_class"].items():
+        table.add_row(name, str(row["samples"]), fmt(row["fd"], ".3f"), fmt(row["accuracy"], ".3f"))
+    console.print(table)
 
 
 from pipeline.ops.cli import register as _register_ops  # noqa: E402  submit/status/logs/stop/jobs, schedule

@@ -24,8 +24,8 @@ from pipeline.gan.config import (
     ModelSpec,
     OptimSpec,
     Regularizer,
+    check_model,
     check_regularization,
-    check_resolution,
 )
 
 
@@ -112,7 +112,7 @@ class JobSpec(Frozen):
                 f" scaling.num_workers ({workers})"
             )
         check_regularization(self.regularization, self.loss.kind)
-        check_resolution(self.model.kind, self.data.resolution)  # here, not discovered inside the workers
+        check_model(self.model, self.data.resolution)  # here, not discovered inside the workers
         if self.scaling.precision == "bf16" and not self.scaling.use_gpu:
             raise ValueError("scaling.precision bf16 needs scaling.use_gpu: true")
         return self
@@ -128,6 +128,28 @@ class JobSpec(Frozen):
 
 class SpecError(ValueError):
     """A job spec that does not validate; the message lists every offending field."""
+
+
+def with_classes(spec: JobSpec, manifest: dict) -> JobSpec:
+    """A conditional spec with `model.num_classes` and `model.class_names` taken from the data's
+    manifest (the driver calls this before any worker starts); other specs unchanged.
+    SpecError when the data have no class labels, or when the spec names a different class count."""
+    from pipeline.data.manifest import class_names
+
+    if not spec.model.conditional:
+        return spec
+    names = class_names(manifest)
+    if names is None:
+        raise SpecError(
+            f"model.conditional: true, but the data at {spec.data.root} have no class labels"
+            " (packed from a folder of class folders, or indexed with integer labels 0..K-1); set"
+            " model.conditional: false, or pack/index labelled images")
+    if len(names) < 2:
+        raise SpecError(f"model.conditional: true needs at least 2 classes; the data at {spec.data.root} have {len(names)}")
+    if spec.model.num_classes not in (None, len(names)):
+        raise SpecError(f"model.num_classes: {spec.model.num_classes}, but the data at {spec.data.root} have {len(names)} classes")
+    model = spec.model.model_copy(update={"num_classes": len(names), "class_names": tuple(names)})
+    return spec.model_copy(update={"model": model})
 
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")

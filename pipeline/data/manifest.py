@@ -133,3 +133,15 @@ def member_problems(spec: DataSpec, manifest: dict) -> list[str]:
     if wanted not in ("auto", "none") and wanted not in members:
         problems.append(f"label_key: {spec.label_key!r} needs a {wanted} member; these shards hold {sorted(members)}")
     return problems
+
+
+def class_names(manifest: dict) -> list[str] | None:
+    """The class of each label value 0..K-1, or None when the data have no such labels: packed shards
+    list their classes (folder names, or the label values); indexed shards whose labels are exactly
+    the integers 0..K-1 are named by index."""
+    if manifest.get("classes"):
+        return [str(c) for c in manifest["classes"]]
+    values = (manifest.get("labels") or {}).get("values")
+    if values and all(isinstance(v, int) for v in values) and sorted(values) == list(range(len(values))):
+        return [str(v) for v in values]
+    return None

@@ -48,6 +48,7 @@ def _digits() -> Source:
         name="digits",
         count=len(grey),
         load=lambda i: (np.repeat(grey[i][:, :, None], 3, axis=2), int(labels[i])),
+        classes=[str(d) for d in range(10)],  # the label is the digit: a conditional model reads 10 classes
     )
 
 
@@ -65,7 +66,9 @@ def _npz(path: str) -> Source:
     def load(i: int) -> tuple[np.ndarray, int | None]:
         return _to_rgb(images[i]), (None if labels is None else int(labels[i]))
 
-    return Source(name=os.path.basename(path), count=len(images), load=load)
+    # Integer labels 0..K-1 carry their own class list (named by index), so a conditional model knows K.
+    classes = [str(c) for c in range(int(labels.max()) + 1)] if labels is not None and labels.min() >= 0 else None
+    return Source(name=os.path.basename(path), count=len(images), load=load, classes=classes)
 
 
 def _folder(root: str) -> Source:

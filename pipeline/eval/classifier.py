@@ -62,6 +62,14 @@ class FeatureCNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
 
+    @torch.no_grad()
+    def classify_features(self, feats: Tensor) -> Tensor:
+        """Label values (as in the shards) predicted from `features()` output. The head was trained
+        before `feature_scale` was set, so it reads the unscaled features."""
+        dev = self.head.weight.device
+        index = self.head(feats.to(dev) / self.feature_scale).argmax(1).cpu()
+        return torch.tensor(self.report["classes"], dtype=torch.int64)[index]
+
 
 def train_classifier(images: Tensor, labels: Tensor, *, steps: int, width: int, seed: int,
                      batch_size: int = 64, lr: float = 2e-3, holdout_fraction: float = 0.1) -> FeatureCNN:

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .classwise import classwise_scores, draw_labels
 from .config import EvalSpec, evaluator_key, extractor_key
 from .extractors import load_extractor
 from .frechet import feature_stats, frechet_distance, kernel_inception_distance
@@ -37,7 +38,8 @@ def _leaves_global_rng(fn):
 @_leaves_global_rng
 def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Tensor,
              real_labels: Tensor | None, spec: EvalSpec, manifest_sha256: str, *, real_keys: Sequence[str],
-             seed: int = 0, batch_size: int = 250, device: str | torch.device = "cpu") -> dict:
+             seed: int = 0, batch_size: int = 250, device: str | torch.device = "cpu",
+             class_names: list[str] | None = None) -> dict:
     """{"fd", "kid", "precision", "recall", "memorization", "memorization_note", "num_samples",
     "num_real", "num_heldout", "extractor", "key"} for `generator` (z (B, z_dim) → images in [-1, 1]).
 
@@ -47,6 +49,11 @@ def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Ten
     Call it with the EMA generator in eval mode (the caller owns module state). z is drawn on the
     CPU from a seeded generator and then moved to `device`, so the same seed gives the same latents
     on any machine: successive evaluations of one run differ only by the generator's weights.
+
+    `class_names` (one per class index) evaluates a class-conditional generator (z, labels) → images:
+    labels are drawn from the reals' (seeded), and the result adds "accuracy" (the classifier's
+    agreement with the asked-for class; None for the inception extractor, which has no such head)
+    and "per_class" (classwise.py).
     """
     if len(real_keys) != len(real_images):
         raise ValueError(f"{len(real_keys)} keys for {len(real_images)} real images")
@@ -67,11 +74,19 @@ def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Ten
 
     n = spec.num_samples
     rng = torch.Generator().manual_seed(seed)
+    conditional = bool(class_names)
+    if conditional and real_labels is None:
+        raise ValueError("a class-conditional generator is evaluated against labelled real images")
+    gen_labels = draw_labels(real_labels, n, torch.Generator().manual_seed(seed + 1)) if conditional else None
     feats = []
     with torch.no_grad():
         for start in range(0, n, batch_size):
             z = torch.randn(min(batch_size, n - start), z_dim, generator=rng, dtype=torch.float32)
-            feats.append(extractor(generator(z.to(device))))
+            if conditional:
+                images = generator(z.to(device), gen_labels[start : start + len(z)].to(device))
+            else:
+                images = generator(z.to(device))
+            feats.append(extractor(images))
     feats = torch.cat(feats)
 
     mu_g, sigma_g = feature_stats(feats)
@@ -82,7 +97,7 @@ def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Ten
     except MemorizationUndefined as e:
         memorization, note = None, str(e)
         log.warning("memorization share not computed: %s", e)
-    return {
+    result = {
         "fd": frechet_distance(mu_g, sigma_g, mu_r, sigma_r),
         "kid": kernel_inception_distance(feats, kid_r, seed=seed),
         "precision": precision,
@@ -95,3 +110,8 @@ def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Ten
         "extractor": extractor.name,
         "key": key,
     }
+    if conditional:
+        predicted = extractor.classify(feats) if extractor.classify is not None else None
+        result.update(classwise_scores(gen_feats=feats, gen_labels=gen_labels, real_feats=compute_real(),
+                                       real_labels=real_labels, predicted=predicted, class_names=class_names))
+    return result

@@ -34,11 +34,13 @@ class InceptionWeightsMismatch(ValueError):
 
 
 class Extractor:
-    """A callable with a name and a report (e.g. the classifier's held-out accuracy) to log."""
+    """A callable with a name and a report (e.g. the classifier's held-out accuracy) to log.
+    `classify`, where the feature space has a class head (the classifier's): features → label values."""
 
     def __init__(self, name: str, fn: Callable[[Tensor], Tensor], *, report: dict | None = None,
-                 batch_size: int = 250):
+                 batch_size: int = 250, classify: Callable[[Tensor], Tensor] | None = None):
         self.name, self._fn, self.report, self.batch_size = name, fn, report or {}, batch_size
+        self.classify = classify
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Tensor:
@@ -76,7 +78,7 @@ def _classifier(spec: EvalSpec, manifest_sha256: str, real_images_fn, device) ->
         atomic_torch_save(clf.to_checkpoint(model), path)
     model.to(device)
     return Extractor("classifier", lambda x: model.features(x.to(device)), report=model.report,
-                     batch_size=500)
+                     batch_size=500, classify=model.classify_features)
 
 
 def atomic_torch_save(obj, path: str) -> None:

@@ -30,3 +30,9 @@ def grid_png(images: torch.Tensor, **kwargs) -> bytes:
     buf = io.BytesIO()
     grid_image(images, **kwargs).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def class_grid_labels(num_classes: int, *, per_class: int = 8, max_classes: int = 16) -> torch.Tensor:
+    """Labels for a grid with one row per class (the first `max_classes`), `per_class` samples a row:
+    pass nrow=per_class to grid_image."""
+    return torch.arange(min(num_classes, max_classes)).repeat_interleave(per_class)

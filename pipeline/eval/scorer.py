@@ -55,11 +55,15 @@ def read_real_set(data: DataSpec, limit: int = MAX_REAL) -> tuple[Tensor, Tensor
 
 
 class GeneratorScorer:
-    def __init__(self, spec: EvalSpec, data: DataSpec, manifest_sha256: str, *, device="cpu"):
+    def __init__(self, spec: EvalSpec, data: DataSpec, manifest_sha256: str, *, device="cpu",
+                 class_names: list[str] | None = None):
+        """`class_names`: score a class-conditional generator (z, labels) → images, class by class too."""
         self.spec, self.data, self.manifest_sha256, self.device = spec, data, manifest_sha256, device
+        self.class_names = class_names
         self._real: tuple[Tensor, Tensor, list[str]] | None = None
 
-    def __call__(self, generator: Callable[[Tensor], Tensor], z_dim: int, *, seed: int = 0) -> dict:
+    def __call__(self, generator: Callable[..., Tensor], z_dim: int, *, seed: int = 0,
+                 class_names: list[str] | None = None) -> dict:
         """evaluate()'s dict: fd, kid, precision, recall, memorization, num_samples, num_real,
         num_heldout, extractor, key (the evaluator key)."""
         if self._real is None:
@@ -67,4 +71,4 @@ class GeneratorScorer:
         images, labels, keys = self._real
         has_labels = bool((labels >= 0).all())
         return evaluate(generator, z_dim, images, labels if has_labels else None, self.spec, self.manifest_sha256,
-                        real_keys=keys, seed=seed, device=self.device)
+                        real_keys=keys, seed=seed, device=self.device, class_names=class_names or self.class_names)

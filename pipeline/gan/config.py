@@ -17,8 +17,11 @@ class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ModelKind = Literal["dcgan", "resnet", "r3gan"]
+
+
 class ModelSpec(Frozen):
-    kind: Literal["dcgan", "resnet"] = "dcgan"
+    kind: ModelKind = "dcgan"
     z_dim: int = Field(100, ge=1)
     # Base channel width: the seed's DCGAN is width 64 (G 256→128→64, D 64→128).
     g_width: int = Field(64, ge=1)
@@ -30,11 +33,39 @@ class ModelSpec(Frozen):
     # per-rank statistics (one collective less per BN layer and forward, worker-count-dependent maths).
     sync_batch_norm: bool = True
     d_dropout: float = Field(0.3, ge=0, lt=1)
+    # Class-conditional G (a class embedding beside z) and projection D, for every kind. The class
+    # count comes from the data's manifest: the driver fills `num_classes` before any worker starts.
+    conditional: bool = False
+    num_classes: int | None = Field(None, ge=2, description="set from the manifest when conditional")
+    class_names: tuple[str, ...] | None = Field(None, description="set from the manifest when conditional")
+    # r3gan: channels per resolution from 4 px up to data.resolution, or a named preset of them
+    # (pipeline/gan/r3gan.py PRESETS: cifar10 = the paper's 32 px network, ffhq, narrow for CPUs).
+    preset: Literal["cifar10", "ffhq", "narrow"] | None = None
+    widths: tuple[Annotated[int, Field(ge=8)], ...] | None = None
+    blocks_per_stage: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _r3gan_fields(self) -> "ModelSpec":
+        if self.kind == "r3gan" and (self.preset is None) == (self.widths is None):
+            raise ValueError("model.kind r3gan: give exactly one of `preset` (cifar10, ffhq, narrow) or `widths`")
+        if self.kind != "r3gan" and (self.preset is not None or self.widths is not None):
+            raise ValueError(f"model.preset and model.widths are r3gan's; model.kind {self.kind} uses g_width/d_width")
+        if self.num_classes is not None and not self.conditional:
+            raise ValueError("model.num_classes is set but model.conditional is false")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"model.class_names has {len(self.class_names)} names for num_classes {self.num_classes}")
+        return self
+
+    @property
+    def classes(self) -> int:
+        """The class count the networks are built for: 0 when unconditional."""
+        return (self.num_classes or 0) if self.conditional else 0
 
 
 # The smallest image side each model is built for (a power of two at least this): the DCGAN reshapes
-# to 8×8 and needs one stride-2 stage after it; SNGAN's ResNet D downsamples once before its 8×8 blocks.
-MIN_RESOLUTION = {"dcgan": 16, "resnet": 16}
+# to 8×8 and needs one stride-2 stage after it; SNGAN's ResNet D downsamples once before its 8×8
+# blocks; R3GAN's G has at least one upsampling stage after its 4×4 basis.
+MIN_RESOLUTION = {"dcgan": 16, "resnet": 16, "r3gan": 8}
 
 
 def check_resolution(kind: str, resolution: int) -> None:
@@ -47,18 +78,18 @@ def check_resolution(kind: str, resolution: int) -> None:
         )
 
 
+def check_model(model: "ModelSpec", resolution: int) -> None:
+    """Everything about the model that depends on the image side; ValueError naming the fields."""
+    check_resolution(model.kind, resolution)
+    if model.kind == "r3gan":
+        from pipeline.gan.r3gan import widths_for
+
+        widths_for(resolution, preset=model.preset, widths=model.widths)
+
+
 class LossSpec(Frozen):
-    kind: Literal["nonsaturating", "wasserstein", "hinge", "least_squares"] = "nonsaturating"
-
-
-class AdamSpec(Frozen):
-    lr: float = Field(2e-4, gt=0)
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.5, 0.999)
-
-
-class OptimSpec(Frozen):
-    g: AdamSpec = AdamSpec()
-    d: AdamSpec = AdamSpec()
+    # relativistic: RpGAN, R3GAN's loss (pipeline/gan/losses.py); pair it with r1 and r2.
+    kind: Literal["nonsaturating", "wasserstein", "hinge", "least_squares", "relativistic"] = "nonsaturating"
 
 
 class Schedule(Frozen):
@@ -78,6 +109,29 @@ class Schedule(Frozen):
 
 
 Strength = Union[NonNegative, Schedule]
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
+class AdamSpec(Frozen):
+    """Adam's learning rate and betas; `lr` and β2 may follow a schedule, as R3GAN's recipe has them
+    (lr 2e-4 → 5e-5 and β2 0.9 → 0.99 on the same cosine burn-in as γ), logged per step."""
+
+    lr: Union[Annotated[float, Field(gt=0)], Schedule] = 2e-4
+    betas: tuple[Beta, Union[Beta, Schedule]] = (0.5, 0.999)
+
+    @model_validator(mode="after")
+    def _schedules_in_range(self) -> "AdamSpec":
+        if isinstance(self.lr, Schedule) and min(self.lr.start, self.lr.end or self.lr.start) <= 0:
+            raise ValueError("lr: a schedule's start and end must be > 0")
+        b2 = self.betas[1]
+        if isinstance(b2, Schedule) and max(b2.start, b2.end or b2.start) >= 1:
+            raise ValueError("betas[1]: a schedule's start and end must be < 1")
+        return self
+
+
+class OptimSpec(Frozen):
+    g: AdamSpec = AdamSpec()
+    d: AdamSpec = AdamSpec()
 
 
 class WeightPenalty(Frozen):

@@ -130,6 +130,18 @@ def r2_penalty(d: Callable[[Tensor], Tensor], fake: Tensor) -> tuple[Tensor, Ten
     return grad.square().flatten(1).sum(1).mean(), logits
 
 
+def zero_centered_penalties(logits: Tensor, inputs: list[Tensor]) -> list[Tensor]:
+    """E_batch ||∇_x D(x)||² for each tensor in `inputs` (leaves with requires_grad, from which D computed
+    `logits`, e.g. reals and fakes concatenated into one D pass), from one autograd.grad call, graph kept.
+
+    R1 and R2 then ride along D's main pass (R3GAN's way: its Trainer.py differentiates the logits it
+    also puts in the loss) instead of costing a D pass each. The logits are in the loss, so every D
+    parameter reports a gradient and no `logits * 0` term is needed.
+    """
+    grads = torch.autograd.grad(logits.sum(), inputs, create_graph=True)
+    return [g.square().flatten(1).sum(1).mean() for g in grads]
+
+
 def wgan_gp_penalty(
     d: Callable[[Tensor], Tensor],
     real: Tensor,

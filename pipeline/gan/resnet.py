@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.gan.conditioning import ClassInput, ClassProjection, project
+
 START = 4  # G's first feature map is 4×4
 D_END = 8  # D downsamples to 8×8
 
@@ -100,11 +102,13 @@ class ResNetGenerator(nn.Module):
         resolution: int = 32,
         norm: str = "batch",
         image_channels: int = 3,
+        num_classes: int = 0,
     ):
         super().__init__()
         _check_resolution(resolution, 2 * START)
-        self.z_dim, self.width, self.resolution = z_dim, width, resolution
-        self.dense = nn.Linear(z_dim, START * START * width)
+        self.z_dim, self.width, self.resolution, self.num_classes = z_dim, width, resolution, num_classes
+        self.class_input = ClassInput(num_classes, z_dim)
+        self.dense = nn.Linear(z_dim + self.class_input.embed_dim, START * START * width)
         nn.init.xavier_uniform_(self.dense.weight, 1.0)
         nn.init.zeros_(self.dense.bias)
         n_up = int(math.log2(resolution // START))  # 32: 4 → 8 → 16 → 32, three blocks
@@ -112,8 +116,8 @@ class ResNetGenerator(nn.Module):
         self.out_norm = _norm(norm, width)
         self.out_conv = _conv(width, image_channels, 3, 1.0)
 
-    def forward(self, z: Tensor) -> Tensor:
-        x = self.dense(z).view(z.shape[0], self.width, START, START)
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        x = self.dense(self.class_input(z, labels)).view(z.shape[0], self.width, START, START)
         x = self.blocks(x)
         return torch.tanh(self.out_conv(F.relu(self.out_norm(x))))
 
@@ -121,7 +125,7 @@ class ResNetGenerator(nn.Module):
 class ResNetDiscriminator(nn.Module):
     """(N, image_channels, R, R) → (N, 1) logits."""
 
-    def __init__(self, width: int = 128, resolution: int = 32, image_channels: int = 3):
+    def __init__(self, width: int = 128, resolution: int = 32, image_channels: int = 3, num_classes: int = 0):
         super().__init__()
         _check_resolution(resolution, 2 * D_END)
         n_down = int(math.log2(resolution // D_END))  # 32: 32 → 16 → 8, two downsampling blocks
@@ -132,8 +136,10 @@ class ResNetDiscriminator(nn.Module):
         self.head = nn.Linear(width, 1)
         nn.init.xavier_uniform_(self.head.weight, 1.0)
         nn.init.zeros_(self.head.bias)
+        self.projection = ClassProjection(width, num_classes) if num_classes else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         h = F.relu(self.blocks(x))
         # Global *sum* pooling, as in SNGAN: the logit scales with the 8×8 area rather than averaging it.
-        return self.head(h.sum(dim=(2, 3)))
+        h = h.sum(dim=(2, 3))
+        return project(self.head(h), self.projection, h, labels)

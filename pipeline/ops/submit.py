@@ -84,10 +84,8 @@ def prepare(job: str | Path, overrides: list[str] | None = None, *, submission_i
             extra_env: dict[str, str] | None = None, metadata: dict[str, str] | None = None) -> Submission:
     """Validate the spec and check the shards here, so a bad spec or missing data never reaches the
     cluster. Raises SpecError / DataError / SubmitError."""
-    from pipeline.data.manifest import check_shards
-
     spec, local = _absolute_local_paths(load_job(job, overrides or []))
-    check_shards(spec.data)
+    _check_data(spec)
     submission_id = _checked_id(submission_id or new_submission_id(spec.name))
     return Submission(
         submission_id,
@@ -105,12 +103,11 @@ def prepare_search(search_file: str | Path, overrides: list[str] | None = None, 
     here, like a training job. The search file travels with its base job resolved (its `set` and
     `overrides` applied, local paths absolute), so the cluster needs nothing from this folder.
     Raises SearchError / DataError / SubmitError."""
-    from pipeline.data.manifest import check_shards
     from pipeline.tune.spec import load_search
 
     search = load_search(search_file, extra_set=overrides or [])
     base, local = _absolute_local_paths(search.base_job())
-    check_shards(base.data)
+    _check_data(base)
     submission_id = _checked_id(submission_id or new_submission_id(search.spec.name))
     staged_search = {**search.spec.model_dump(mode="json", exclude_none=True), "job": JOB_FILE, "set": []}
     return Submission(
@@ -232,3 +229,13 @@ def wait_for(jobs, submission_id: str, statuses: set[str], timeout: float) -> st
         if status in statuses or time.time() > deadline:
             return status
         time.sleep(0.5)
+
+
+def _check_data(spec) -> None:
+    """The shards exist and match the manifest, and a conditional model finds class labels in them:
+    checked here, so the cluster never starts a job that would fail on its data."""
+    from pipeline.data.manifest import check_shards, load_manifest
+    from pipeline.spec import with_classes
+
+    check_shards(spec.data)
+    with_classes(spec, load_manifest(spec.data.root, spec.data.endpoint_url)[0])

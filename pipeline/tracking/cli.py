@@ -122,7 +122,7 @@ def models(
     model: Optional[str] = typer.Argument(None, help="A registered model: list its versions. Without it: list the models."),
     tracking_uri: Optional[str] = typer.Option(None, help=TRACKING_URI_HELP),
 ) -> None:
-    """List registered models, or one model's versions (aliases, steps, job, data snapshot, fd/kid, run)."""
+    """List registered models, or one model's versions (aliases, steps, job, data snapshot, fd/kid, sample accuracy, classes, run)."""
     from pipeline.tracking.gate import GateError
     from pipeline.tracking.listing import models as list_models
 
@@ -131,7 +131,7 @@ def models(
         rows = list_models(model, tracking_uri=tracking_uri)
     except GateError as e:
         fail(str(e))
-    columns = (["version", "aliases", "steps", "job", "data", "fd", "kid", "run_id", "created"] if model
+    columns = (["version", "aliases", "steps", "job", "data", "fd", "kid", "accuracy", "classes", "run_id", "created"] if model
                else ["name", "versions", "champion", "previous_champion", "latest", "updated"])
     table = Table(*[c.replace("_", " ") for c in columns])
     for row in rows:

@@ -13,8 +13,8 @@ SEARCH_PAGE = 1000
 def models(model: str | None = None, *, tracking_uri: str | None = None) -> list[dict]:
     """Without `model`: one row per registered model (name, versions, champion, previous champion,
     latest, updated). With it: one row per version, newest first (version, aliases, steps, job, data
-    snapshot, fd, kid, run id, created). fd/kid are the training's final score, else the latest
-    score the gate recorded."""
+    snapshot, fd, kid, sample accuracy and classes of a conditional model, run id, created). fd/kid/
+    accuracy are the training's final score, else the latest score the gate recorded."""
     from pipeline.tracking.gate import _client, _registered
 
     client, _ = _client(tracking_uri)
@@ -55,9 +55,9 @@ def _model_row(client: MlflowClient, rm) -> dict:
 
 def _version_row(mv, aliases: list[str]) -> dict:
     tags = mv.tags or {}
-    fd, kid = tags.get(names.FD, ""), tags.get(names.KID, "")
+    fd, kid, accuracy = tags.get(names.FD, ""), tags.get(names.KID, ""), tags.get(names.ACCURACY, "")
     if not fd:
-        fd, kid = _latest_gate_scores(tags)
+        fd, kid, accuracy = _latest_gate_scores(tags)
     return {
         "version": str(mv.version),
         "aliases": ", ".join(aliases),
@@ -66,20 +66,22 @@ def _version_row(mv, aliases: list[str]) -> dict:
         "data": tags.get(names.DATA_SHA256, "")[:12],
         "fd": fd,
         "kid": kid,
+        "accuracy": accuracy,
+        "classes": tags.get(names.NUM_CLASSES, ""),
         "run_id": tags.get(names.RUN_ID) or mv.run_id or "",
         "created": _when(mv.creation_timestamp),
     }
 
 
-def _latest_gate_scores(tags: dict[str, str]) -> tuple[str, str]:
-    """(fd, kid) from the evaluator whose score was recorded last, or blanks."""
+def _latest_gate_scores(tags: dict[str, str]) -> tuple[str, str, str]:
+    """(fd, kid, accuracy) from the evaluator whose score was recorded last, or blanks."""
     prefix = names.SCORE_PREFIX + "."
     stamps = {k[len(prefix):-len(names.SCORED_AT) - 1]: v for k, v in tags.items()
               if k.startswith(prefix) and k.endswith("." + names.SCORED_AT)}
     if not stamps:
-        return "", ""
+        return "", "", ""
     key = max(stamps, key=stamps.get)
-    return tags.get(f"{prefix}{key}.fd", ""), tags.get(f"{prefix}{key}.kid", "")
+    return tuple(tags.get(f"{prefix}{key}.{score}", "") for score in ("fd", "kid", names.ACCURACY))
 
 
 def _when(ms: int | None) -> str:

@@ -23,6 +23,9 @@ SCHEDULE = "schedule"                  # the retraining schedule that submitted 
 FD = "fd"
 KID = "kid"
 FD_EXTRACTOR = "fd_extractor"
+NUM_CLASSES = "num_classes"            # a class-conditional generator's class count (absent: unconditional)
+CLASS_NAMES = "class_names"            # its classes as a JSON list, in label order
+ACCURACY = "accuracy"                  # the classifier's agreement with the asked-for class (eval/classwise.py)
 
 # -- the promotion gate's tags on model versions (gate.py, scoring.py) ------------------------------
 # Scores are recorded per evaluator: `score.<evaluator key>.<fd|kid|...>`, so a score computed once
@@ -55,6 +58,13 @@ EVAL_KID = "eval/kid"
 EVAL_PRECISION = "eval/precision"
 EVAL_RECALL = "eval/recall"
 EVAL_MEMORIZATION = "eval/memorization"
+EVAL_ACCURACY = "eval/accuracy"
+
+
+def eval_class_metric(class_name: str, score: str) -> str:
+    """`eval/class/<name>/<fd|accuracy>`, the name reduced to what MLflow accepts in a metric key."""
+    safe = "".join(ch if ch.isalnum() or ch in "_-. " else "_" for ch in class_name)
+    return f"eval/class/{safe}/{score}"
 
 # -- a search (ganpipe tune): a parent run and one nested run per trial ------------------------------
 SEARCH = "search"                  # the search id (its run name), on the parent and every child

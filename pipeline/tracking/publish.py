@@ -8,6 +8,7 @@ retry or a second `ganpipe register` never makes a second version.
 """
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 from dataclasses import dataclass
@@ -59,12 +60,16 @@ def version_tags(spec: JobSpec, *, step: int, run_id: str, manifest_sha: str, sc
         names.RUN_ID: run_id,
         **lineage,
     }
+    if spec.model.conditional:  # what a consumer needs to ask for a class (pipeline/tracking/registry.py)
+        tags.update({names.NUM_CLASSES: spec.model.num_classes, names.CLASS_NAMES: json.dumps(list(spec.model.class_names))})
     if scores and names.EVAL_FD in scores:  # the final score, computed by rank 0 on the EMA generator
         tags.update({
             names.FD: f"{scores[names.EVAL_FD]:.6g}",
             names.KID: f"{scores[names.EVAL_KID]:.6g}",
             names.FD_EXTRACTOR: spec.eval.extractor if spec.eval else "",
         })
+        if names.EVAL_ACCURACY in scores:
+            tags[names.ACCURACY] = f"{scores[names.EVAL_ACCURACY]:.4g}"
     return {k: str(v) for k, v in tags.items()}
 
 
@@ -95,8 +100,9 @@ def _log_and_register(generator, *, spec, step, run_id, tracking_uri, manifest_s
 
     from pipeline.tracking.registry import log_generator, logged_generator, register
 
+    classes = list(spec.model.class_names) if spec.model.conditional else None
     model_uri = logged_generator(run_id, tracking_uri=tracking_uri) or log_generator(
-        generator, z_dim=spec.model.z_dim, run_id=run_id, tracking_uri=tracking_uri)
+        generator, z_dim=spec.model.z_dim, run_id=run_id, tracking_uri=tracking_uri, class_names=classes)
     # Lineage comes from the run (tagged when it was opened), not from this process: `ganpipe
     # register` may run on another machine, at another commit, long after the run.
     run_tags = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags

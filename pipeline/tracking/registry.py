@@ -3,6 +3,14 @@
 Contract kept by every version: `mlflow.pytorch.load_model("models:/NAME@champion")` gives a module
 mapping float32 z (N, z_dim) to float32 images (N, 3, H, W) in [-1, 1] on CPU, with no code of ours
 needed by the caller (the exported graph carries the architecture and weights).
+
+A class-conditional generator takes one float32 tensor (N, z_dim + 1): z, then the class index as a
+float in the last column (`torch.cat([z, labels[:, None].float()], 1)`). One tensor, not two, because
+MLflow's PyTorch pyfunc (what `mlflow models serve` runs) hands the model a single array; so a request
+to the server names each row's class in that column, and a class out of range fails the request
+(HTTP 400: the embedding refuses the index) without taking the server down. The model's metadata
+(`mlflow.models.get_model_info(uri).metadata`) and the version's tags carry `num_classes` and
+`class_names` (label order), the signature the input's width.
 """
 from __future__ import annotations
 
@@ -20,11 +28,31 @@ from pipeline.tracking.names import CHAMPION, RUN_ID
 log = logging.getLogger(__name__)
 
 
-def log_generator(generator: nn.Module, *, z_dim: int, run_id: str, tracking_uri: str) -> str:
-    """Export G (eval mode, CPU, float32) into the run; returns the logged model's URI."""
+class ClassConditionedInput(nn.Module):
+    """(N, z_dim + 1): z and the class index in the last column → G(z, class): the exported form of a
+    conditional generator (see the module docstring for why one tensor)."""
+
+    def __init__(self, generator: nn.Module, z_dim: int):
+        super().__init__()
+        self.generator, self.z_dim = generator, z_dim
+
+    def forward(self, z_and_class: torch.Tensor) -> torch.Tensor:
+        return self.generator(z_and_class[:, : self.z_dim], z_and_class[:, self.z_dim].long())
+
+
+def log_generator(generator: nn.Module, *, z_dim: int, run_id: str, tracking_uri: str,
+                  class_names: list[str] | None = None) -> str:
+    """Export G (eval mode, CPU, float32) into the run; returns the logged model's URI.
+    `class_names`: G is class-conditional, G(z, labels), with these classes in label order."""
     generator = generator.to("cpu").float().eval()
     # Batch 2 (not 1): torch.export keeps a size-1 dim static, and the batch dim must stay dynamic.
     example = np.random.default_rng(0).standard_normal((2, z_dim)).astype(np.float32)
+    metadata = {"z_dim": z_dim}
+    if class_names:
+        generator = ClassConditionedInput(generator, z_dim).eval()
+        example = np.concatenate([example, np.array([[0.0], [len(class_names) - 1.0]], dtype=np.float32)], axis=1)
+        metadata.update({"num_classes": len(class_names), "class_names": list(class_names),
+                         "input": f"z ({z_dim} columns) then the class index (0..{len(class_names) - 1})"})
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id), torch.no_grad():
         info = mlflow.pytorch.log_model(
@@ -33,6 +61,7 @@ def log_generator(generator: nn.Module, *, z_dim: int, run_id: str, tracking_uri
             input_example=example,
             serialization_format="pt2",
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            metadata=metadata,
         )
     return info.model_uri
 

@@ -26,7 +26,7 @@ from pipeline.tracking import names
 
 # What the scorer returns that the gate records and may decide on (precision, recall and
 # memorization appear when pipeline.eval reports them).
-SCORE_KEYS = ("fd", "kid", "precision", "recall", "memorization")
+SCORE_KEYS = ("fd", "kid", "precision", "recall", "memorization", "accuracy")  # accuracy: conditional models
 
 
 # torch.export.load keeps a process-wide deserializer: two threads loading pt2 models at once fail
@@ -190,7 +190,7 @@ class VersionScorer:
         if self._scorer is None:  # real images read once, for every version this evaluator scores
             e = self.evaluator
             self._scorer = GeneratorScorer(e.eval_spec, e.data, e.data_sha256)
-        result = self._scorer(generator, z_dim, seed=self.evaluator.seed)
+        result = self._scorer(generator, z_dim, seed=self.evaluator.seed, class_names=generator.class_names)
         self.computed += 1
         # memorization is None (with a note) when the data cannot calibrate it: absent, not a number.
         self.notes = [result["memorization_note"]] if result.get("memorization_note") else []

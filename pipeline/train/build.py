@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
 from pipeline.gan.augment import AdaController
@@ -17,7 +16,7 @@ from pipeline.gan.config import ModelSpec, OptimSpec
 from pipeline.gan.ema import EMA
 from pipeline.gan.lecam import LeCamAnchors
 from pipeline.gan.models import build_models
-from pipeline.gan.penalties import lazy_adam
+from pipeline.train.optimizers import build_adam
 from pipeline.train.regularization import Regularization
 from pipeline.train.step import GanParts
 
@@ -37,7 +36,8 @@ def build_networks(model: ModelSpec, *, resolution: int, regs: Regularization) -
     """(G, D) as the job describes them, spectral norm applied where the job asks for it."""
     G, D = build_models(
         kind=model.kind, z_dim=model.z_dim, g_width=model.g_width, d_width=model.d_width,
-        resolution=resolution, g_norm=model.g_norm, d_dropout=model.d_dropout,
+        resolution=resolution, g_norm=model.g_norm, d_dropout=model.d_dropout, num_classes=model.classes,
+        preset=model.preset, widths=model.widths, blocks_per_stage=model.blocks_per_stage,
     )
     sn = regs.spectral_norm_targets()
     G = _with_spectral_norm(G) if "generator" in sn else G
@@ -78,7 +78,6 @@ def build_parts(
         ema.module.to(device)
     wrap = wrap or (lambda m: m.to(device))
     G, D = wrap(G), wrap(D)
-    d_lr, d_betas = lazy_adam(optim.d.lr, optim.d.betas, regs.lazy_every)
     ada = None
     if (a := regs.get("adaptive_augment")) is not None:
         ada = AdaController(target=a.rt_target, adjust_images=a.adjust_images, interval=a.interval)
@@ -88,8 +87,8 @@ def build_parts(
     return GanParts(
         G=G,
         D=D,
-        g_opt=torch.optim.Adam(G.parameters(), lr=optim.g.lr, betas=optim.g.betas),
-        d_opt=torch.optim.Adam(D.parameters(), lr=d_lr, betas=d_betas),
+        g_opt=build_adam(G, optim.g),
+        d_opt=build_adam(D, optim.d, lazy_every=regs.lazy_every),
         ema=ema,
         ada=ada,
         lecam=lecam,

@@ -72,7 +72,8 @@ def train(spec: JobSpec, *, run_name: str | None = None, resume: str | None = No
 
     spec = with_absolute_paths(spec)  # before it is hashed: a resume compares it after the same step
     check_shards(spec.data)  # missing or mismatched shards: a clear error before Ray starts
-    _, manifest_sha = load_manifest(spec.data.root, spec.data.endpoint_url)
+    manifest, manifest_sha = load_manifest(spec.data.root, spec.data.endpoint_url)
+    spec = with_classes(spec, manifest)  # a conditional model's class count and names, from the data
     tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri)
     if resume is not None:
         if run_name not in (None, resume):

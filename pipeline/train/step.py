@@ -19,6 +19,11 @@ Randomness, and why the result does not depend on the worker count or on a resum
   is no generator state to checkpoint.
 - D's dropout draws from torch's global RNG, per rank by nature; the checkpoint keeps that state
   for every rank (train/state.py).
+
+Class conditioning: when the batch comes with labels (model.conditional), G makes each fake for the
+class of the real at the same position, and D judges every image with its class. The fakes' classes
+then follow the data's class frequencies, a relativistic pair (real_i, fake_i) compares images of one
+class, and no extra random draw is needed.
 """
 from __future__ import annotations
 
@@ -32,8 +37,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.gan.augment import SliceOfGlobalBatch, augment_with_probability, diff_augment
 from pipeline.gan.lecam import lecam_penalty
-from pipeline.gan.losses import d_loss, g_loss
-from pipeline.gan.penalties import r1_penalty, r2_penalty, wgan_gp_penalty
+from pipeline.gan.losses import PAIRED, d_loss, g_loss
+from pipeline.gan.penalties import r1_penalty, r2_penalty, wgan_gp_penalty, zero_centered_penalties
+from pipeline.train.optimizers import OptimizerSchedule
 from pipeline.train.regularization import Regularization, strength
 
 AllReduce = Callable[[Tensor], Tensor]
@@ -55,7 +61,7 @@ class GanParts:
 
 
 # Streams of (seed, step)-seeded draws; each call site has its own, so adding one never shifts another.
-Z_D, Z_G, WGAN_EPS, AUG_REAL, AUG_FAKE, AUG_G, AUG_R1, AUG_R2, AUG_GP = range(9)
+Z_D, Z_G, WGAN_EPS, AUG_REAL, AUG_FAKE, AUG_G, AUG_R1, AUG_R2, AUG_GP, AUG_G_REAL = range(10)
 
 
 class GanStep:
@@ -71,6 +77,7 @@ class GanStep:
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
         rank: int = 0,
         seed: int = 0,
+        optim=None,
     ):
         self.p, self.loss, self.regs = parts, loss, regs
         self.global_batch, self.z_dim = global_batch, z_dim
@@ -82,6 +89,10 @@ class GanStep:
         # Resolved once, not per step: which augmentation (if any) every image D sees goes through.
         self._diffaugment, self._ada = regs.get("diffaugment"), regs.get("adaptive_augment")
         self._lecam = regs.get("lecam")
+        # R1/R2 every step (not lazy) are taken from D's main pass: one D pass instead of three.
+        self._fused = tuple(r for r in regs.gradient_penalties if r.kind in ("r1", "r2")) if self.every == 1 else ()
+        # Scheduled learning rates and β2 (optim: pipeline.gan.config.OptimSpec; None: as built).
+        self.optim_schedule = OptimizerSchedule(optim, lazy_every=self.every) if optim is not None else None
 
     def _rng(self, step: int, stream: int, device: torch.device) -> torch.Generator:
         """The generator of (seed, step, stream), on `device`: reseeding is host-side, no sync."""
@@ -109,21 +120,25 @@ class GanStep:
             return diff_augment(x, self._diffaugment.policies, generator=draws)
         return augment_with_probability(x, self.p.ada.p, self._ada.policies, generator=draws)
 
-    def _d(self, step: int, stream: int) -> Callable[[Tensor], Tensor]:
-        """D after this call site's augmentation: what the gradient penalties differentiate."""
-        return lambda x: self.p.D(self.augment(x, step, stream))
+    def _d(self, step: int, stream: int, labels: Tensor | None) -> Callable[[Tensor], Tensor]:
+        """D after this call site's augmentation, judging each image with its class (when conditional):
+        what the gradient penalties differentiate."""
+        return lambda x: self.p.D(self.augment(x, step, stream), labels)
 
-    def __call__(self, step: int, real: Tensor) -> dict[str, Tensor | float]:
+    def __call__(self, step: int, real: Tensor, labels: Tensor | None = None) -> dict[str, Tensor | float]:
+        """One step on this rank's reals; `labels` (int64, one per real) for a conditional model."""
         n, device = len(real), real.device
         if self.global_batch % n:
             raise ValueError(f"a batch of {n} does not divide the global batch {self.global_batch}")
         z_d = self._global_draw(step, Z_D, n, self.z_dim, normal=True, device=device).to(real.dtype)
         z_g = self._global_draw(step, Z_G, n, self.z_dim, normal=True, device=device).to(real.dtype)
         stats: dict[str, Tensor | float] = {}
-        fake = self.d_main(step, real, z_d, stats)
+        if self.optim_schedule is not None:
+            stats.update(self.optim_schedule.apply(step, g_opt=self.p.g_opt, d_opt=self.p.d_opt))
+        fake = self.d_main(step, real, z_d, stats, labels)
         if self.every > 1 and step % self.every == 0:
-            self.d_reg(step, real, fake, stats)
-        self.g_main(step, z_g, stats)
+            self.d_reg(step, real, fake, stats, labels)
+        self.g_main(step, z_g, stats, real, labels)
         if self.p.ema is not None:
             stats["ema/beta"] = self.p.ema.update(self.p.G, step=step, batch_size=self.global_batch)
         if self.p.ada is not None and (step + 1) % self.p.ada.interval == 0:
@@ -132,12 +147,17 @@ class GanStep:
             stats.update({"ada/p": p, "ada/rt": rt})
         return stats
 
-    def d_main(self, step: int, real: Tensor, z: Tensor, stats: dict) -> Tensor:
+    def d_main(self, step: int, real: Tensor, z: Tensor, stats: dict, labels: Tensor | None = None) -> Tensor:
         with torch.no_grad(), self.autocast():
-            fake = unwrap(self.p.G)(z).to(real.dtype)  # back from bf16 when autocasting
+            fake = unwrap(self.p.G)(z, labels).to(real.dtype)  # back from bf16 when autocasting
+        kinds = {r.kind for r in self._fused}
+        # Leaves to differentiate D's main pass against, when R1/R2 ride along (see _fused).
+        real_in = real.detach().requires_grad_(True) if "r1" in kinds else real
+        fake_in = fake.detach().requires_grad_(True) if "r2" in kinds else fake
         with self.autocast():
-            seen = torch.cat([self.augment(real, step, AUG_REAL), self.augment(fake, step, AUG_FAKE)])
-            logits = self.p.D(seen).to(real.dtype)
+            seen = torch.cat([self.augment(real_in, step, AUG_REAL), self.augment(fake_in, step, AUG_FAKE)])
+            both = None if labels is None else torch.cat([labels, labels])
+            logits = self.p.D(seen, both).to(real.dtype)
         real_logits, fake_logits = logits[: len(real)], logits[len(real):]
         adv = d_loss(self.loss, real_logits, fake_logits)
         loss = adv
@@ -154,8 +174,10 @@ class GanStep:
         if self.p.ada is not None:
             self.p.ada.observe(real_logits.detach())
         if self.every == 1:  # penalties ride along in the main step: no extra optimizer step
+            loss = loss + self._fused_penalties(step, logits, real_in, fake_in, stats)
             for r in self.regs.gradient_penalties:
-                loss = loss + self._gradient_penalty(r, step, real, fake, gain=1, stats=stats)
+                if r not in self._fused:
+                    loss = loss + self._gradient_penalty(r, step, real, fake, labels, gain=1, stats=stats)
         self.p.d_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.p.d_opt.step()
@@ -169,42 +191,58 @@ class GanStep:
         )
         return fake
 
-    def d_reg(self, step: int, real: Tensor, fake: Tensor, stats: dict) -> None:
+    def _fused_penalties(self, step: int, logits: Tensor, real_in: Tensor, fake_in: Tensor, stats: dict) -> Tensor | float:
+        """γ/2·R1 and γ/2·R2 from the gradient of D's main pass w.r.t. its (pre-augmentation) inputs."""
+        if not self._fused:
+            return 0.0
+        inputs = [real_in if r.kind == "r1" else fake_in for r in self._fused]
+        total: Tensor | float = 0.0
+        for r, pen in zip(self._fused, zero_centered_penalties(logits, inputs)):
+            w = strength(r.weight, step)
+            stats[f"reg/{r.kind}"], stats[f"reg/{r.kind}_weight"] = pen.detach(), w
+            total = total + pen.to(real_in.dtype) * (w / 2)  # γ/2·E‖∇D‖², as in _gradient_penalty
+        return total
+
+    def d_reg(self, step: int, real: Tensor, fake: Tensor, stats: dict, labels: Tensor | None = None) -> None:
         """Lazy regularization: the penalties alone, scaled by the gain `every`, in their own D step
         (the optimizer's lr and betas were adjusted for it with lazy_adam)."""
         loss: Tensor | float = 0.0
         for r in self.regs.gradient_penalties:
-            loss = loss + self._gradient_penalty(r, step, real, fake, gain=self.every, stats=stats)
+            loss = loss + self._gradient_penalty(r, step, real, fake, labels, gain=self.every, stats=stats)
         self.p.d_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.p.d_opt.step()
 
-    def _gradient_penalty(self, r, step: int, real: Tensor, fake: Tensor, *, gain: int, stats: dict) -> Tensor:
+    def _gradient_penalty(self, r, step: int, real: Tensor, fake: Tensor, labels: Tensor | None, *, gain: int,
+                          stats: dict) -> Tensor:
         w = strength(r.weight, step)
         with self.autocast():
             if r.kind == "r1":
-                pen, logits = r1_penalty(self._d(step, AUG_R1), real)
+                pen, logits = r1_penalty(self._d(step, AUG_R1, labels), real)
                 scale = w / 2  # R1 is conventionally γ/2·E‖∇D‖²
             elif r.kind == "r2":
-                pen, logits = r2_penalty(self._d(step, AUG_R2), fake)
+                pen, logits = r2_penalty(self._d(step, AUG_R2, labels), fake)
                 scale = w / 2
-            else:
+            else:  # interpolates between a real and the fake of the same class
                 eps = self._global_draw(step, WGAN_EPS, len(real), normal=False, device=real.device)
-                pen, logits = wgan_gp_penalty(self._d(step, AUG_GP), real, fake, eps=eps)
+                pen, logits = wgan_gp_penalty(self._d(step, AUG_GP, labels), real, fake, eps=eps)
                 scale = w
         stats[f"reg/{r.kind}"] = pen.detach()
         stats[f"reg/{r.kind}_weight"] = w
         # `logits * 0`: puts every D parameter in the graph so DDP's buckets all fire (penalties.py).
         return pen.to(real.dtype) * (scale * gain) + logits.to(real.dtype).sum() * 0
 
-    def g_main(self, step: int, z: Tensor, stats: dict) -> None:
+    def g_main(self, step: int, z: Tensor, stats: dict, real: Tensor | None = None, labels: Tensor | None = None) -> None:
         d_plain = unwrap(self.p.D)
         d_plain.requires_grad_(False)
         try:
             with self.autocast():
-                fake = self.p.G(z)
-                logits = d_plain(self.augment(fake, step, AUG_G)).to(z.dtype)
-            adv = g_loss(self.loss, logits)
+                fake = self.p.G(z, labels)
+                logits = d_plain(self.augment(fake, step, AUG_G), labels).to(z.dtype)
+                real_logits = None
+                if self.loss in PAIRED:  # the pair's other half: a value, D is frozen and reals need no grad
+                    real_logits = d_plain(self.augment(real, step, AUG_G_REAL), labels).to(z.dtype)
+            adv = g_loss(self.loss, logits, real_logits)
             penalty, logged = self.regs.weight_penalty("generator", unwrap(self.p.G), step)
             loss = adv + penalty
             self.p.g_opt.zero_grad(set_to_none=True)

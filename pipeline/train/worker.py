@@ -19,7 +19,7 @@ import torch
 from ray.train import Checkpoint
 
 from pipeline.data.stream import make_batches
-from pipeline.eval.grid import grid_png
+from pipeline.eval.grid import class_grid_labels, grid_png
 from pipeline.spec import JobSpec
 from pipeline.tracking import names
 from pipeline.train import dist
@@ -53,6 +53,8 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    if spec.model.conditional and spec.model.num_classes is None:
+        raise ValueError("model.conditional: the driver fills model.num_classes from the manifest (spec.with_classes)")
     torch.manual_seed(spec.train.seed)  # identical initial weights on every rank (DDP also broadcasts)
     regs = Regularization.from_specs(spec.regularization)
     backend = torch.distributed.get_backend() if dist.initialized() else "gloo"
@@ -75,7 +77,7 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     step_fn = GanStep(
         parts, loss=spec.loss.kind, regs=regs, global_batch=spec.train.global_batch, z_dim=spec.model.z_dim,
-        all_reduce=dist.all_reduce_sum, autocast=autocast, rank=rank, seed=spec.train.seed,
+        all_reduce=dist.all_reduce_sum, autocast=autocast, rank=rank, seed=spec.train.seed, optim=spec.optim,
     )
     logger = scorer = None
     logged_through = 0  # steps up to here are in MLflow already (a resumed run): not sent twice
@@ -86,17 +88,18 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
             logged_through = _logged_through(config)
             logger.log_metrics({names.RESUMED_FROM_STEP: start}, step=start)
     recorder = _KeyRecorder(config.record_keys, rank, start) if config.record_keys else None
-    fixed_z = torch.randn(spec.tracking.grid_size, spec.model.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
+    grid = _fixed_grid(spec, device)
     t, window = spec.train, dist.MetricsWindow()
     consumed = mine.consumed
     mine.restore_rng(device)  # last: building and the scorer may have drawn from the global RNG
     it = iter(batches)
     for step in range(start, t.steps):
-        real, _, *keys = next(it)
+        real, labels, *keys = next(it)
         consumed += len(real)  # samples seen are counted from batches taken, not step × batch
         if recorder is not None:
             recorder.write(step, keys[0])
-        stats = step_fn(step, real.to(device, non_blocking=True))
+        labels = labels.to(device, non_blocking=True) if spec.model.conditional else None
+        stats = step_fn(step, real.to(device, non_blocking=True), labels)
         window.add(stats)
         done = step + 1
         fresh = done > logged_through
@@ -107,10 +110,10 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
                 _show_progress(config.progress, {"step": done, **metrics})
             window = dist.MetricsWindow()
         if logger is not None and fresh and (done % t.sample_every == 0 or done == t.steps):
-            logger.log_png(_sample_grid(parts, fixed_z), f"samples/step_{done:07d}.png")
+            logger.log_png(_sample_grid(parts, grid), f"samples/step_{done:07d}.png")
         scores = {}
         if scorer is not None and ((t.eval_every and done % t.eval_every == 0) or done == t.steps):
-            scores = _score(scorer, parts, spec.model.z_dim)
+            scores = _score(scorer, parts, spec.model)
             if fresh:
                 logger.log_metrics(scores, step=done)
         if done % t.checkpoint_every == 0 or done == t.steps:
@@ -200,7 +203,8 @@ def _rank0_scorer(spec: JobSpec, config: WorkerConfig, device):
         return None
     from pipeline.eval.scorer import GeneratorScorer
 
-    return GeneratorScorer(spec.eval, spec.data, config.manifest_sha256, device=device)
+    names_ = list(spec.model.class_names) if spec.model.conditional else None
+    return GeneratorScorer(spec.eval, spec.data, config.manifest_sha256, device=device, class_names=names_)
 
 
 @contextlib.contextmanager
@@ -216,18 +220,38 @@ def _eval_generator(parts: GanParts):
         g.train(was_training)
 
 
-def _sample_grid(parts: GanParts, z: torch.Tensor) -> bytes:
+def _fixed_grid(spec: JobSpec, device) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+    """(z, labels, nrow) of the run's sample grids, the same at every step: one row per class for a
+    conditional model, a square of tracking.grid_size samples otherwise."""
+    rng = torch.Generator().manual_seed(1234)
+    if not spec.model.conditional:
+        return torch.randn(spec.tracking.grid_size, spec.model.z_dim, generator=rng).to(device), None, None
+    labels = class_grid_labels(spec.model.num_classes)
+    z = torch.randn(len(labels), spec.model.z_dim, generator=rng)
+    return z.to(device), labels.to(device), len(labels) // min(spec.model.num_classes, len(labels))
+
+
+def _sample_grid(parts: GanParts, grid) -> bytes:
+    z, labels, nrow = grid
     with _eval_generator(parts) as g:
-        return grid_png(g(z))
+        return grid_png(g(z) if labels is None else g(z, labels), nrow=nrow)
 
 
 _SCORE_NAMES = {
     "fd": names.EVAL_FD, "kid": names.EVAL_KID, "precision": names.EVAL_PRECISION,
-    "recall": names.EVAL_RECALL, "memorization": names.EVAL_MEMORIZATION,
+    "recall": names.EVAL_RECALL, "memorization": names.EVAL_MEMORIZATION, "accuracy": names.EVAL_ACCURACY,
 }
 
 
-def _score(scorer, parts: GanParts, z_dim: int) -> dict[str, float]:
+def _score(scorer, parts: GanParts, model) -> dict[str, float]:
     with _eval_generator(parts) as g:
-        result = scorer(g, z_dim)
-    return {name: float(result[key]) for key, name in _SCORE_NAMES.items() if result.get(key) is not None}
+        result = scorer(g, model.z_dim)
+    return score_metrics(result)
+
+
+def score_metrics(result: dict) -> dict[str, float]:
+    """evaluate()'s result as MLflow metrics: the overall scores, and class by class when conditional."""
+    out = {name: float(result[key]) for key, name in _SCORE_NAMES.items() if result.get(key) is not None}
+    for class_name, row in (result.get("per_class") or {}).items():
+        out.update({names.eval_class_metric(class_name, k): float(row[k]) for k in ("fd", "accuracy") if row[k] is not None})
+    return out

@@ -65,7 +65,8 @@ def run_search(search: Search, *, resume: bool = False, tracking_uri: str | None
     t0 = time.monotonic()
     base = search.base_job()
     check_shards(base.data)  # missing or mismatched shards: a clear error before Ray starts
-    _, manifest_sha = load_manifest(base.data.root, base.data.endpoint_url)
+    manifest, manifest_sha = load_manifest(base.data.root, base.data.endpoint_url)
+    base_raw = _with_classes_raw(search.base_raw, base, manifest)
     uri = resolve_tracking_uri(tracking_uri or base.tracking.tracking_uri)
     experiment = base.tracking.experiment
     root, fs = storage_root(base.checkpoint.storage_path, base.checkpoint.endpoint_url)
@@ -86,7 +87,7 @@ def run_search(search: Search, *, resume: bool = False, tracking_uri: str | None
                                          manifest_sha=manifest_sha)
     from pipeline.tune.trial import TrialContext
 
-    ctx = TrialContext(base_raw=search.base_raw, source=str(search.source), search_id=search_id, parent_run_id=parent_id,
+    ctx = TrialContext(base_raw=base_raw, source=str(search.source), search_id=search_id, parent_run_id=parent_id,
                        tracking_uri=uri, manifest_sha256=manifest_sha)
     try:
         rows = _tune(search, ctx, root=root, fs=fs, resume=resume, show_progress=show_progress)
@@ -241,3 +242,16 @@ def _finish(search: Search, rows: list[TrialRow], *, search_id, parent_id, uri, 
         gate = out.decision.outcome if out.decision is not None else None
     end_run(uri, parent_id, "FINISHED")
     return SearchOutcome(search_id, parent_id, uri, rows, best, path, version, gate, time.monotonic() - t0)
+
+
+def _with_classes_raw(base_raw: dict, base, manifest: dict) -> dict:
+    """The base job as the trials get it: a conditional model's class count and names filled from the
+    data, as the training driver does (pipeline/spec.py with_classes), so every trial builds the same
+    networks; SpecError here, before Ray starts, when the data have no labels."""
+    from pipeline.spec import with_classes
+
+    model = with_classes(base, manifest).model
+    if not model.conditional:
+        return base_raw
+    resolved = {"num_classes": model.num_classes, "class_names": list(model.class_names)}
+    return {**base_raw, "model": {**base_raw.get("model", {}), **resolved}}

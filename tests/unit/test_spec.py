@@ -45,7 +45,7 @@ def test_base_spec_is_valid_and_frozen():
     "path,value,field,hint",
     [
         ("data.colour", "red", "data.colour", "Extra inputs"),
-        ("model.kind", "stylegan9", "model.kind", "'dcgan' or 'resnet'"),
+        ("model.kind", "stylegan9", "model.kind", "'dcgan', 'resnet' or 'r3gan'"),
         ("model.z_dim", "0", "model.z_dim", "greater than or equal to 1"),
         ("loss.kind", "softmax", "loss.kind", "nonsaturating"),
         ("optim.g.lr", "-1", "optim.g.lr", "greater than 0"),

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pipeline.gan.losses import LOSSES, d_loss, g_loss
+from pipeline.gan.losses import LOSSES, PAIRED, d_loss, g_loss
 
 torch.set_num_threads(1)
 
@@ -43,7 +43,20 @@ def test_least_squares_by_hand():
     assert g_loss("least_squares", FAKE).item() == pytest.approx(4.0625)
 
 
-@pytest.mark.parametrize("kind", LOSSES)
+def test_relativistic_by_hand():
+    # Pairs (2, 0.5) and (-1, -3): D sees real - fake = 1.5, 2; G sees fake - real = -1.5, -2.
+    assert d_loss("relativistic", REAL, FAKE).item() == pytest.approx((softplus(-1.5) + softplus(-2.0)) / 2, rel=1e-12)
+    assert g_loss("relativistic", FAKE, REAL).item() == pytest.approx((softplus(1.5) + softplus(2.0)) / 2, rel=1e-12)
+
+
+def test_relativistic_needs_pairs():
+    with pytest.raises(ValueError, match="pairs reals with fakes"):
+        d_loss("relativistic", REAL, FAKE[:1])
+    with pytest.raises(ValueError, match="needs D's logits on the real batch"):
+        g_loss("relativistic", FAKE)
+
+
+@pytest.mark.parametrize("kind", [k for k in LOSSES if k not in PAIRED])
 def test_losses_are_scalars_with_gradients_and_allow_uneven_batches(kind):
     real = torch.randn(3, 1, requires_grad=True)
     fake = torch.randn(5, 1, requires_grad=True)
@@ -55,6 +68,6 @@ def test_losses_are_scalars_with_gradients_and_allow_uneven_batches(kind):
 
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown GAN loss"):
-        d_loss("relativistic", REAL, FAKE)
+        d_loss("logistic", REAL, FAKE)
     with pytest.raises(ValueError, match="unknown GAN loss"):
-        g_loss("relativistic", FAKE)
+        g_loss("logistic", FAKE)
