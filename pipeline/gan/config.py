@@ -121,10 +121,11 @@ class AdamSpec(Frozen):
 
     @model_validator(mode="after")
     def _schedules_in_range(self) -> "AdamSpec":
-        if isinstance(self.lr, Schedule) and min(self.lr.start, self.lr.end or self.lr.start) <= 0:
+        ends = lambda s: (s.start, s.start if s.end is None else s.end)  # noqa: E731
+        if isinstance(self.lr, Schedule) and min(ends(self.lr)) <= 0:
             raise ValueError("lr: a schedule's start and end must be > 0")
         b2 = self.betas[1]
-        if isinstance(b2, Schedule) and max(b2.start, b2.end or b2.start) >= 1:
+        if isinstance(b2, Schedule) and max(ends(b2)) >= 1:
             raise ValueError("betas[1]: a schedule's start and end must be < 1")
         return self
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from pipeline.checkpoints import generator_from_checkpoint, location, storage
-from pipeline.spec import JobSpec, with_absolute_paths
+from pipeline.spec import JobSpec, with_absolute_paths, with_classes
 from pipeline.tracking import names
 from pipeline.tracking.run import end_run, open_run, resolve_tracking_uri
 

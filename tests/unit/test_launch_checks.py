@@ -36,3 +36,15 @@ def test_resolution_mismatch_fails_before_ray(tmp_path, no_ray_no_mlflow):
     pack("digits", str(tmp_path / "d"), shard_size=1000, resolution=16, progress=False)
     with pytest.raises(DataError, match="resolution"):
         launch.train(_spec(tmp_path / "d", tmp_path), show_progress=False)
+
+
+def test_conditional_model_on_unlabelled_data_fails_before_ray(tmp_path, no_ray_no_mlflow):
+    import numpy as np
+
+    from pipeline.spec import SpecError
+
+    np.savez(tmp_path / "x.npz", images=np.zeros((8, 32, 32, 3), dtype=np.uint8))  # no labels
+    pack(str(tmp_path / "x.npz"), str(tmp_path / "d"), shard_size=8, resolution=32, progress=False)
+    spec = load_job(REPO / "jobs/quickstart.yaml", [f"data.root={tmp_path / 'd'}", "model.conditional=true"])
+    with pytest.raises(SpecError, match="model.conditional: true, but the data at .* have no class labels"):
+        launch.train(spec, show_progress=False)

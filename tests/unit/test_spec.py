@@ -146,3 +146,32 @@ def test_load_job_reports_yaml_errors(tmp_path):
     p.write_text(yaml.safe_dump(["not", "a", "mapping"]))
     with pytest.raises(SpecError, match="mapping"):
         load_job(p)
+
+
+def test_conditional_takes_its_classes_from_the_manifest_and_refuses_unlabelled_data():
+    from pipeline.spec import SpecError, with_classes
+
+    spec = parse_job({"name": "c", "data": {"root": "/data/x"}, "model": {"conditional": True}, "train": {"steps": 1}})
+    resolved = with_classes(spec, {"classes": ["cat", "dog"]})
+    assert resolved.model.num_classes == 2 and resolved.model.class_names == ("cat", "dog")
+    indexed = with_classes(spec, {"classes": None, "labels": {"values": [0, 1, 2]}})
+    assert indexed.model.class_names == ("0", "1", "2")
+    with pytest.raises(SpecError, match="model.conditional: true, but the data at /data/x have no class labels"):
+        with_classes(spec, {"classes": None, "labels": {"values": None}})
+    with pytest.raises(SpecError, match="no class labels"):  # labels that are not 0..K-1 cannot index classes
+        with_classes(spec, {"classes": None, "labels": {"values": [3, 7]}})
+    pinned = parse_job({"name": "c", "data": {"root": "/d"}, "model": {"conditional": True, "num_classes": 3}, "train": {"steps": 1}})
+    with pytest.raises(SpecError, match="model.num_classes: 3, but the data at /d have 2 classes"):
+        with_classes(pinned, {"classes": ["cat", "dog"]})
+    assert with_classes(parse_job({"name": "u", "data": {"root": "/d"}, "train": {"steps": 1}}), {}).model.num_classes is None
+
+
+def test_r3gan_needs_a_preset_or_widths_that_reach_the_resolution():
+    base = {"name": "r", "data": {"root": "/d", "resolution": 64}, "train": {"steps": 1}}
+    with pytest.raises(SpecError, match="give exactly one of `preset`"):
+        parse_job({**base, "model": {"kind": "r3gan"}})
+    with pytest.raises(SpecError, match="model.preset cifar10 gives 4 widths .* resolution 64 needs 5"):
+        parse_job({**base, "model": {"kind": "r3gan", "preset": "cifar10"}})
+    with pytest.raises(SpecError, match="r3gan's"):
+        parse_job({**base, "model": {"kind": "dcgan", "preset": "narrow"}})
+    assert parse_job({**base, "model": {"kind": "r3gan", "preset": "ffhq"}}).model.preset == "ffhq"

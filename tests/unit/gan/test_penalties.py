@@ -135,3 +135,25 @@ def test_lazy_adam_numbers():
     assert lazy_adam(0.002, (0.5, 0.9), every=1) == (0.002, (0.5, 0.9))
     with pytest.raises(ValueError):
         lazy_adam(0.002, (0.5, 0.9), every=0)
+
+
+def test_zero_centered_penalties_from_one_pass_equal_r1_and_r2_by_hand():
+    """R1 and R2 taken from one D pass over [reals, fakes] (what GanStep does when they run every step)
+    equal the separate penalties, and for a linear critic D(x) = w·x + b both are ‖w‖² (every sample's
+    gradient is w)."""
+    from pipeline.gan.penalties import r1_penalty, r2_penalty, zero_centered_penalties
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(12, 1)
+    d = lambda x: linear(x.flatten(1))  # noqa: E731
+    real, fake = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)
+    real_in, fake_in = real.clone().requires_grad_(True), fake.clone().requires_grad_(True)
+    r1, r2 = zero_centered_penalties(d(torch.cat([real_in, fake_in])), [real_in, fake_in])
+    w2 = linear.weight.detach().square().sum()
+    assert torch.allclose(r1, w2) and torch.allclose(r2, w2)
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 2), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(4, 1))
+    real_in, fake_in = real.clone().requires_grad_(True), fake.clone().requires_grad_(True)
+    r1, r2 = zero_centered_penalties(conv(torch.cat([real_in, fake_in])), [real_in, fake_in])
+    assert torch.allclose(r1, r1_penalty(conv, real)[0]) and torch.allclose(r2, r2_penalty(conv, fake)[0])
+    assert not torch.allclose(r1, r2)  # a non-linear D: the two penalties are not the same number

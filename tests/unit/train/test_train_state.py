@@ -1,8 +1,10 @@
 """TrainState holds everything the next step depends on: a run stopped after a checkpoint, rebuilt from
 scratch (other initial weights, a disturbed global RNG) and restored, continues bit for bit, with the
-quickstart's batch norm and dropout on and ADA part-way through an interval."""
+quickstart's batch norm and dropout on and ADA part-way through an interval; and for R3GAN's
+class-conditional recipe (relativistic loss, R1/R2 every step, scheduled lr, β2 and γ, EMA)."""
 from pathlib import Path
 
+import pytest
 import torch
 
 from pipeline.spec import load_job
@@ -15,7 +17,14 @@ REPO = Path(__file__).resolve().parents[3]
 B, STEPS, STOP = 4, 7, 3
 
 
-def _spec():
+R3GAN = ["model.preset=null", "model.widths=[16, 8, 8]", "model.blocks_per_stage=1", "model.num_classes=3", "data.resolution=16",
+         "data.root=unused", f"train.global_batch={B}", "scaling.num_workers=1", "eval=null"]
+
+
+def _spec(recipe: str = "quickstart"):
+    if recipe == "r3gan":
+        return load_job(REPO / "jobs/r3gan-cifar10.yaml", [*R3GAN, "model.z_dim=8",
+                        "regularization.r1.gamma={kind: cosine, start: 0.5, end: 0.05, steps: 5}"])
     return load_job(REPO / "jobs/quickstart.yaml", [
         "model.g_width=4", "model.d_width=4", "data.resolution=16", "model.z_dim=8", "model.d_dropout=0.3",
         "data.root=unused", f"train.global_batch={B}", "scaling.num_workers=1", "eval=null",
@@ -28,8 +37,9 @@ def _fresh(spec, seed: int):
     torch.manual_seed(seed)
     regs = Regularization.from_specs(spec.regularization)
     parts = build_parts(spec.model, spec.optim, resolution=16, regs=regs, device="cpu")
-    parts.ada.p = 0.5
-    return parts, GanStep(parts, loss=spec.loss.kind, regs=regs, global_batch=B, z_dim=8)
+    if parts.ada is not None:
+        parts.ada.p = 0.5
+    return parts, GanStep(parts, loss=spec.loss.kind, regs=regs, global_batch=B, z_dim=8, optim=spec.optim)
 
 
 def _weights(parts):
@@ -38,17 +48,19 @@ def _weights(parts):
             **{f"ema.{k}": v for k, v in parts.ema.state_dict().items()}}
 
 
-def test_resume_continues_bit_for_bit(tmp_path):
-    spec = _spec()
+@pytest.mark.parametrize("recipe", ["quickstart", "r3gan"])
+def test_resume_continues_bit_for_bit(tmp_path, recipe):
+    spec = _spec(recipe)
     reals = torch.rand(STEPS, B, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    labels = torch.randint(3, (STEPS, B), generator=torch.Generator().manual_seed(4)) if spec.model.conditional else [None] * STEPS
     parts, step = _fresh(spec, 0)
     for i in range(STEPS):
-        step(i, reals[i])
+        step(i, reals[i], labels[i])
     reference = _weights(parts)
 
     parts, step = _fresh(spec, 0)
     for i in range(STOP):
-        step(i, reals[i])
+        step(i, reals[i], labels[i])
     mine = RankState.capture(data_position={"mode": "epoch"}, consumed=STOP * B, parts=parts, device=torch.device("cpu"))
     TrainState.capture(parts, step=STOP, ranks=[mine]).save(tmp_path, {"job": "t"})
 
@@ -60,7 +72,7 @@ def test_resume_continues_bit_for_bit(tmp_path):
     torch.rand(1000)  # anything drawing from the global RNG after the build (a scorer, say)
     rank_state.restore_rng(torch.device("cpu"))
     for i in range(saved.step, STEPS):
-        step(i, reals[i])
+        step(i, reals[i], labels[i])
     resumed = _weights(parts)
     assert saved.samples_seen == STOP * B and rank_state.data_position == {"mode": "epoch"}
     assert resumed.keys() == reference.keys()
