@@ -158,7 +158,7 @@ class R3GANGenerator(nn.Module):
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         h = self.class_input(z, labels)
-        x = self.basis.to(h.dtype).unsqueeze(0) * self.basis_scale(h).view(len(h), -1, 1, 1)
+        x = self.basis.to(h.dtype).unsqueeze(0) * self.basis_scale(h)[:, :, None, None]  # no len(): export keeps N dynamic
         x = self.to_rgb(self.stages(x))
         return x if self.training else x.clamp(-1, 1)
 

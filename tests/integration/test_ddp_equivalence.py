@@ -8,6 +8,9 @@ same G, D and EMA weights and the same last gradients (to 1e-5), case by case:
                  augmentation runs from step 0), EMA
   lsgan_resnet   least-squares loss, SNGAN's ResNet pair (batch norm in G), DiffAugment, R1 under a
                  cosine schedule, EMA
+  r3gan_rpgan    R3GAN's ResNeXt pair, class-conditional (embedding in G, projection in D, the labels
+                 sliced by rank like the reals), the relativistic pairing loss, R1 and R2 every step
+                 (taken from D's main pass) under cosine schedules, scheduled lr and β2, EMA by half-life
   sgd            plain SGD instead of Adam: Adam is invariant to a constant gradient scale, so an Adam-only
                  test cannot see ranks' gradients summed instead of averaged; SGD's step (and the
                  gradients compared in every case) can.
@@ -51,6 +54,13 @@ CASES = {
     "lsgan_resnet": ("quickstart", [
         "model.kind=resnet", "loss.kind=least_squares",
         "regularization=[{kind: diffaugment}, {kind: r1, gamma: {kind: cosine, start: 1.0, end: 0.1, steps: 6}}, {kind: ema, beta: 0.9}]"]),
+    "r3gan_rpgan": ("quickstart", [
+        "model.kind=r3gan", "model.widths=[16, 8, 8]", "model.blocks_per_stage=1", "model.conditional=true",
+        "model.num_classes=3", "loss.kind=relativistic",
+        "regularization=[{kind: r1, gamma: {kind: cosine, start: 1.0, end: 0.1, steps: 6}}, {kind: r2, gamma: 0.5},"
+        " {kind: ema, half_life_images: 20, rampup: 0.5}]",
+        "optim.g={lr: {kind: cosine, start: 1.0e-3, end: 1.0e-4, steps: 6}, betas: [0.0, {kind: linear, start: 0.9, end: 0.99, steps: 6}]}",
+        "optim.d={lr: 1.0e-3, betas: [0.0, {kind: cosine, start: 0.9, end: 0.99, steps: 6}]}"]),
     "sgd": ("quickstart", ["regularization=[{kind: l2, weight: 1.0e-3, target: discriminator}]"]),
 }
 
@@ -88,11 +98,14 @@ def _train(config):
             parts.ada.p = 0.5
         G0 = {k: v.detach().clone() for k, v in unwrap(parts.G).named_parameters()}
         step_fn = GanStep(parts, loss=spec.loss.kind, regs=regs, global_batch=B, z_dim=spec.model.z_dim,
-                          all_reduce=dist.all_reduce_sum, rank=rank, seed=spec.train.seed)
+                          all_reduce=dist.all_reduce_sum, rank=rank, seed=spec.train.seed,
+                          optim=None if case == "sgd" else spec.optim)
         per = B // world
         reals = torch.rand(STEPS, B, 3, RES, RES, generator=torch.Generator().manual_seed(99)) * 2 - 1
+        labels = torch.randint(spec.model.classes or 1, (STEPS, B), generator=torch.Generator().manual_seed(98))
         for step in range(STEPS):
-            step_fn(step, reals[step, rank * per : (rank + 1) * per])
+            mine = slice(rank * per, (rank + 1) * per)
+            step_fn(step, reals[step, mine], labels[step, mine] if spec.model.conditional else None)
         G, D = unwrap(parts.G), unwrap(parts.D)
         results[case] = {
             "G": G.state_dict(), "D": D.state_dict(), "ema": parts.ema.state_dict() if parts.ema else {},

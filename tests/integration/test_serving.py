@@ -2,6 +2,7 @@
 pickle-free) and registered on a real `mlflow server`, then `mlflow models serve -m
 models:/NAME@champion --env-manager local` as a real process, asked over HTTP with plain JSON (no
 code of ours on the client side)."""
+import contextlib
 import json
 import os
 import signal
@@ -42,16 +43,22 @@ def champion(mlflow_server):
 
 @pytest.fixture
 def served(champion, tmp_path):
-    """A `mlflow models serve` process for the champion; yields its base URL, stops its process group."""
+    with serve(champion, f"models:/{NAME}@champion", tmp_path) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve(tracking_uri: str, model_uri: str, tmp_path):
+    """A `mlflow models serve` process for `model_uri`; yields its base URL, stops its process group."""
     port = free_port()
     bin_dir = os.path.dirname(sys.executable)
     # `--env-manager local` runs `exec uvicorn ...` through bash: uvicorn must be on PATH, as it is
     # in an activated venv.
-    env = {**os.environ, "MLFLOW_TRACKING_URI": champion, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     env.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", None)  # serving must not need pickles
     log = tmp_path / "serve.log"
     proc = subprocess.Popen(
-        [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
+        [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env=env, cwd=tmp_path, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )

@@ -73,3 +73,14 @@ def test_bad_widths_are_refused_naming_the_field():
         widths_for(32, widths=(16, 16))
     with pytest.raises(ValueError, match="multiple of 16 channels per group"):
         widths_for(8, widths=(12, 12))
+
+
+def test_exports_with_a_dynamic_batch():
+    """The registry exports G with torch.export: nothing in forward may pin the batch size."""
+    from pipeline.tracking.registry import ClassConditionedInput
+
+    G = ClassConditionedInput(R3GANGenerator(z_dim=8, widths=(16, 8), blocks_per_stage=1, num_classes=3), 8).eval()
+    example = torch.cat([torch.randn(2, 8), torch.tensor([[0.0], [2.0]])], 1)
+    program = torch.export.export(G, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    five = torch.cat([torch.randn(5, 8), torch.tensor([[0.0], [1.0], [2.0], [1.0], [0.0]])], 1)
+    assert torch.allclose(program.module()(five), G(five))
