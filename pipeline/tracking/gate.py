@@ -226,7 +226,8 @@ def _alias(client: MlflowClient, model: str, alias: str) -> str | None:
 
 
 def _check_contract(candidate: ModelVersion, champion: ModelVersion) -> None:
-    """Same z_dim and resolution: whoever loads `@champion` must not notice the swap."""
+    """Same z_dim and resolution, and the same classes (or none on both sides): whoever loads
+    `@champion` must not notice the swap (a class index must keep meaning the same class)."""
     for tag in (names.Z_DIM, names.RESOLUTION):
         a, b = candidate.tags.get(tag), champion.tags.get(tag)
         if a is None or b is None:
@@ -234,6 +235,11 @@ def _check_contract(candidate: ModelVersion, champion: ModelVersion) -> None:
         if a != b:
             raise GateError(f"contract mismatch: candidate version {candidate.version} has {tag} {a}, "
                             f"champion version {champion.version} has {tag} {b}; a consumer of @champion would break")
+    for tag in (names.NUM_CLASSES, names.CLASS_NAMES):  # absent on both: unconditional, as before
+        a, b = candidate.tags.get(tag), champion.tags.get(tag)
+        if a != b:
+            raise GateError(f"contract mismatch: candidate version {candidate.version} has {tag} {a or 'none'}, "
+                            f"champion version {champion.version} has {tag} {b or 'none'}; a consumer of @champion would break")
 
 
 def _now() -> str:

@@ -98,3 +98,22 @@ def test_registry_verbs_have_help_and_promote_documents_its_exit_codes():
         assert res.exit_code == 0 and "Usage" in res.output, res.output
     out = " ".join(runner.invoke(app, ["promote", "--help"], terminal_width=200).output.split())
     assert "Exit codes: 0 promoted (or first champion) | 3 kept the champion | 2 could not decide" in out
+
+
+def test_the_contract_includes_the_classes():
+    """A conditional champion is never replaced by an unconditional candidate or one with other
+    classes: a consumer asking for class 3 must keep getting class 3."""
+    from types import SimpleNamespace
+
+    from pipeline.tracking.gate import _check_contract
+
+    def version(v, **tags):
+        return SimpleNamespace(version=v, tags={"z_dim": "64", "resolution": "32", **tags})
+
+    cifar = {"num_classes": "10", "class_names": '["airplane", "automobile"]'}
+    _check_contract(version("2", **cifar), version("1", **cifar))
+    _check_contract(version("2"), version("1"))  # both unconditional
+    with pytest.raises(GateError, match="num_classes none, champion version 1 has num_classes 10"):
+        _check_contract(version("2"), version("1", **cifar))
+    with pytest.raises(GateError, match="class_names"):
+        _check_contract(version("2", **{**cifar, "class_names": '["cat", "dog"]'}), version("1", **cifar))
