@@ -1,7 +1,7 @@
 """Training speed: `ganpipe train` against a bare PyTorch loop and a bare DDP pair, in one run.
 
-    .venv/bin/python bench/train.py            # about 8 minutes on 2 quiet cores
-    .venv/bin/python bench/train.py --quick    # smoke run (~3 minutes): checks the script, not the goals
+    .venv/bin/python bench/train.py            # about 13 minutes on 2 quiet cores
+    .venv/bin/python bench/train.py --quick    # smoke run (minutes): checks the script, not the goals
 
 Same model (the quickstart's: the seed DCGAN at 32 px with its L2, lazy R1 and EMA), global batch 64,
 1 torch thread per process, the digits packed into local shards:
@@ -9,6 +9,8 @@ Same model (the quickstart's: the seed DCGAN at 32 px with its L2, lazy R1 and E
 (b)  the same with 2 workers (32 images each);
 (c)  a bare single-process loop (bench/train_reference.py: same maths, data in memory, no Ray/DDP);
 (c2) that loop under plain torch DDP, 2 processes (gloo, torch.multiprocessing, no Ray);
+(c3) the same DDP loop started by Ray Train's TorchTrainer with the job's scaling settings (2 workers,
+     resources, placement, gloo) and nothing else of ours: (c3)/(c2) is Ray's share, (b)/(c3) ours;
 (d)  seconds from `ganpipe train` starting to its first completed step (a 2-worker run logging every
      step), and peak RSS (VmHWM) of each Ray Train worker process in (a) and (b);
 (e)  the time a checkpoint adds, as a share of the step time between two checkpoints at the default
@@ -42,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from bench.train_reference import bare_loop, ddp_pair, recipe_from_job  # noqa: E402
+from bench.train_reference import bare_loop, ddp_pair, ray_pair, recipe_from_job  # noqa: E402
 from pipeline.spec import TrainSpec, load_job  # noqa: E402
 
 JOB = REPO / "jobs/quickstart.yaml"
@@ -196,12 +198,16 @@ def main() -> None:
 
         kw = dict(steps=args.steps, window=args.log_every, global_batch=global_batch)
         warm_windows = args.warmup // args.log_every
-        c, c2, runs = [], [], {}
+        # (c3) gets the scaling section of the 2-worker job, as `ganpipe train` would pass it to Ray.
+        scaling = load_job(JOB, [f"data.root={data}", "scaling.num_workers=2"]).scaling.model_dump()
+        c, c2, c3, runs = [], [], [], {}
 
         def reference_round() -> None:
             c.append(median_window(bare_loop(recipe, images, **kw), warmup_windows=warm_windows))
             c2.append(median_window(ddp_pair(recipe, images, **kw), warmup_windows=warm_windows))
-            print(f"(c) bare loop {c[-1]:.3f} s, (c2) bare DDP pair {c2[-1]:.3f} s per {args.log_every} steps", flush=True)
+            c3.append(median_window(ray_pair(recipe, images, scaling=scaling, **kw), warmup_windows=warm_windows))
+            print(f"(c) bare loop {c[-1]:.3f} s, (c2) bare DDP pair {c2[-1]:.3f} s, (c3) the pair under Ray Train "
+                  f"{c3[-1]:.3f} s per {args.log_every} steps", flush=True)
 
         # The references run before and after ganpipe's runs and the faster round counts: a busy
         # spell on a shared machine then cannot flatter ganpipe's ratios, only understate them.
@@ -214,17 +220,17 @@ def main() -> None:
             print(f"ganpipe train, {workers} worker(s) {' '.join(extra)}: done", flush=True)
         first = ganpipe_train(workdir, data, name="bench-first-step", workers=2, steps=3, log_every=1, checkpoint_every=3)
         reference_round()
-        c, c2 = min(c), min(c2)
+        c, c2, c3 = min(c), min(c2), min(c3)
     finally:
         if not args.keep:
             import shutil
 
             shutil.rmtree(workdir, ignore_errors=True)
-    print_tables(args, runs=runs, first=first, c=c, c2=c2, global_batch=global_batch,
+    print_tables(args, runs=runs, first=first, c=c, c2=c2, c3=c3, global_batch=global_batch,
                  checkpoint_every=checkpoint_every, checkpoint_default=checkpoint_default)
 
 
-def print_tables(args, *, runs: dict, first: dict, c: float, c2: float, global_batch: int, checkpoint_every: int,
+def print_tables(args, *, runs: dict, first: dict, c: float, c2: float, c3: float, global_batch: int, checkpoint_every: int,
                  checkpoint_default: int) -> None:
     per_s = lambda secs: args.log_every * global_batch / secs  # noqa: E731
     rows, extra, rss = {}, [], {}
@@ -247,6 +253,7 @@ def print_tables(args, *, runs: dict, first: dict, c: float, c2: float, global_b
     print(f"| (b') the same, model.sync_batch_norm=false, samples/s | {bp:,.0f} |")
     print(f"| (c) bare loop, 1 process, samples/s | {per_s(c):,.0f} |")
     print(f"| (c2) bare DDP pair, 2 processes, samples/s | {per_s(c2):,.0f} |")
+    print(f"| (c3) the same pair started by Ray Train's TorchTrainer, samples/s | {per_s(c3):,.0f} |")
     print(f"| (d) ganpipe train start → first completed step, s | {d:.1f} (MLflow run open at {first['run_opened']:.1f}) |")
     for key, gbs in rss.items():
         print(f"| (d) peak RSS per Ray Train worker, run {LABELS[key]}, GB | {', '.join(f'{g:.2f}' for g in gbs)} |")
@@ -261,6 +268,10 @@ def print_tables(args, *, runs: dict, first: dict, c: float, c2: float, global_b
         (f"peak RSS <= {GOALS['rss_gb']} GB per worker", f"{max(sum(rss.values(), [])):.2f}", max(sum(rss.values(), [])) <= GOALS["rss_gb"]),
     ):
         print(f"| {label} | {value} | {'yes' if ok else 'NO'} |")
+    print()
+    print("| split of (b)/(c2) | measured |\n|---|---:|")
+    print(f"| Ray's share: (c3)/(c2) | {c2 / c3:.2f} |")
+    print(f"| ours: (b)/(c3) | {b / per_s(c3):.2f} |")
     print(f"\n(context: (c2)/(c) = {c / c2:.2f}, (b)/(a) = {b / a:.2f}, (b')/(c2) = {bp / per_s(c2):.2f}; quick run: {args.quick})")
 
 

@@ -7,7 +7,10 @@ settings and global batch as the job; the batches come from a tensor already in 
 - `bare_loop`: one process, the whole global batch.
 - `ddp_pair`: the same loop under plain torch DDP, 2 processes (gloo, torch.multiprocessing), each
   with half the global batch: the most two processes can do on this machine.
-Both time windows of `window` steps with perf_counter and return the window lengths in seconds.
+- `ray_pair`: the same DDP loop started by Ray Train's TorchTrainer with the job's scaling settings
+  (workers, resources, placement, gloo) and nothing else of ganpipe's: no data stream, no metrics,
+  no MLflow, no checkpoints. Ray's cost alone: its processes, its worker start, its process group.
+All time windows of `window` steps with perf_counter and return the window lengths in seconds.
 """
 from __future__ import annotations
 
@@ -138,6 +141,69 @@ def ddp_pair(r: Recipe, images: torch.Tensor, *, steps: int, window: int, global
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "windows.json")
         mp.spawn(_ddp_rank, args=(world, port, r, images, steps, window, global_batch, out), nprocs=world, join=True)
+        with open(out) as f:
+            return json.load(f)
+
+
+def _ray_worker(config: dict) -> None:
+    """Ray Train's worker function: the (c2) loop, on the gloo process group TorchTrainer set up."""
+    import ray.train
+
+    torch.set_num_threads(config["threads"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    windows = _train(config["recipe"], config["images"], steps=config["steps"], window=config["window"],
+                     global_batch=config["global_batch"], rank=rank, world=world)
+    if rank == 0:  # metrics reported without a checkpoint are not kept in Ray's Result: a file, as (c2)
+        with open(config["out"], "w") as f:
+            json.dump(windows, f)
+
+
+def _ray_driver(scaling: dict, config: dict, storage: str) -> None:
+    """In a fresh process, as `ganpipe train` runs: a local Ray started with ganpipe's ray.init options
+    (no dashboard, no log forwarding), one TorchTrainer.fit, then Ray stopped."""
+    import logging
+
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ray.init(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False,
+             runtime_env={"env_vars": {"PYTHONPATH": repo}})  # workers import bench.train_reference
+    try:
+        TorchTrainer(
+            _ray_worker,
+            train_loop_config=config,
+            scaling_config=ScalingConfig(num_workers=scaling["num_workers"], use_gpu=scaling["use_gpu"],
+                                         resources_per_worker=scaling["resources_per_worker"],
+                                         placement_strategy=scaling["placement"].upper()),
+            torch_config=TorchConfig(backend="nccl" if scaling["use_gpu"] else "gloo"),
+            run_config=RunConfig(name="bench-ray-pair", storage_path=storage),
+        ).fit()
+    finally:
+        ray.shutdown()
+
+
+def ray_pair(r: Recipe, images: torch.Tensor, *, steps: int, window: int, global_batch: int, scaling: dict) -> list[float]:
+    """The (c2) loop under Ray Train. `scaling`: the job's ScalingSpec as a dict (num_workers,
+    use_gpu, resources_per_worker, placement, torch_threads)."""
+    import multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "windows.json")
+        config = dict(recipe=r, images=images, steps=steps, window=window, global_batch=global_batch, out=out,
+                      threads=scaling["torch_threads"])
+        env = {k: v for k, v in os.environ.items() if k == "RAY_ADDRESS"}
+        os.environ.pop("RAY_ADDRESS", None)  # a local Ray of its own, as each ganpipe run in the bench
+        try:
+            proc = mp.get_context("spawn").Process(target=_ray_driver, args=(scaling, config, os.path.join(d, "ray")))
+            proc.start()
+            proc.join()
+        finally:
+            os.environ.update(env)
+        if proc.exitcode != 0 or not os.path.exists(out):
+            raise RuntimeError(f"the Ray-started DDP pair failed (exit code {proc.exitcode})")
         with open(out) as f:
             return json.load(f)
 
