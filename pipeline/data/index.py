@@ -25,7 +25,7 @@ from pipeline.data import store
 from pipeline.data.decode import IMAGE_KEYS, label_from_json, open_image
 from pipeline.data.errors import CorruptSampleError, DataError
 from pipeline.data.index_state import IndexState
-from pipeline.data.manifest import FORMAT_VERSION, MANIFEST_NAME, load_manifest
+from pipeline.data.manifest import FORMAT_VERSION, load_manifest
 from pipeline.data.reader import iter_shard
 from pipeline.data.shard_listing import ShardListing, list_shards
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
 
 from pipeline.checkpoints import generator_from_checkpoint, location, storage
