@@ -6,7 +6,8 @@
         checkpoint["data"] = stream.state()   # JSON-serialisable; pass back as position= to resume
 
 Both modes are endless, so every rank gets a batch at every step and DDP never waits on a rank
-that ran dry. `epoch` mode additionally reads every sample once per epoch (see epoch_plan.py) and
+that ran dry. `heldout=HeldOut(...)` (data/split.py) leaves out the samples an evaluation holds
+out. `epoch` mode additionally reads every sample once per epoch (see epoch_plan.py) and
 resumes mid-epoch exactly; `resampled` mode draws shards with replacement and resumes with a fresh
 seed instead of replaying.
 """
@@ -24,6 +25,7 @@ from pipeline.data.config import DataSpec
 from pipeline.data.errors import DataError
 from pipeline.data.decode import decode_config
 from pipeline.data.manifest import load_manifest, manifest_resolution, member_problems, selected_shards, shard_url
+from pipeline.data.split import HeldOut
 from pipeline.data.worker_stream import EpochDataset, ResampledDataset, StreamConfig
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,13 @@ def make_batches(
     position: dict | None = None,
     with_keys: bool = False,
     mp_context: str | None = None,
+    heldout: HeldOut | None = None,
 ) -> "BatchStream":
     """The batch stream of one rank. `with_keys=True` yields (images, labels, keys) for tests and
-    verification; `mp_context` ("fork", "spawn", "forkserver") picks how loader workers start."""
+    verification; `mp_context` ("fork", "spawn", "forkserver") picks how loader workers start.
+    `heldout`: the evaluation's held-out split, never trained on. Resampled mode draws the other
+    samples only; epoch mode fills a held-out sample's slot with another sample of its batch
+    (worker_stream.EpochDataset). Either way stats()["heldout_skipped"] counts them."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world_size {world_size}")
     if batch_size < 1:
@@ -53,6 +59,8 @@ def make_batches(
     if problems := member_problems(spec, manifest):
         raise DataError(f"data spec does not match the shards under {spec.root}: " + "; ".join(problems))
     shards = selected_shards(spec, manifest)
+    if heldout is not None and spec.on_corrupt == "skip":
+        heldout = heldout.widened(int(spec.max_corrupt_fraction * manifest["num_samples"]))
     config = StreamConfig(
         urls=[shard_url(spec.root, manifest, s) for s in shards],
         counts=[int(s["samples"]) for s in shards],
@@ -66,6 +74,7 @@ def make_batches(
         seed=seed,
         with_keys=with_keys,
         decode=decode_config(spec, manifest).as_dict(),
+        heldout=(heldout.fraction, heldout.within) if heldout is not None else None,
     )
     return BatchStream(config, spec, world_size=world_size, snapshot=snapshot, position=position, mp_context=mp_context)
 
@@ -87,6 +96,7 @@ class BatchStream:
             )
         self._batches = 0  # batches this rank has yielded, over all epochs and resumes
         self._corrupt = 0
+        self._heldout = 0  # held-out samples left out (data/split.py)
         self._upscaled = 0  # images smaller than the resize target, enlarged by the decoder
         self._epoch, self._in_epoch, self._resumes = 0, 0, 0
         if position:
@@ -112,6 +122,7 @@ class BatchStream:
             "samples": self._batches * self.config.batch_size,
             "batches": self._batches,
             "corrupt_skipped": self._corrupt,
+            "heldout_skipped": self._heldout,
             "upscaled": self._upscaled,
             "epoch": self._epoch if self.mode == "epoch" else (self._batches * self.config.batch_size * self.layout.world_size) // self.num_samples,
             "resumes": self._resumes,
@@ -149,9 +160,10 @@ class BatchStream:
                 raise
 
     def _consume(self, source) -> Iterator[tuple]:
-        for images, labels, keys, corrupt, upscaled in source:
+        for images, labels, keys, corrupt, upscaled, heldout in source:
             self._batches += 1
             self._corrupt += corrupt
+            self._heldout += heldout
             if upscaled and not self._upscaled:
                 # Once per stream, not per image: a data set of small images would drown the log.
                 # The running count goes on in stats()["upscaled"] (MLflow: data/upscaled).

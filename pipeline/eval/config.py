@@ -17,7 +17,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .manifold import NHOOD_K
-from .memorization import MEMORIZATION_QUANTILE, SPLIT_RULE
+from .memorization import MAX_SAMPLES as MEMORIZATION_SAMPLES
+from .memorization import MEMORIZATION_QUANTILE, SPLIT_RULE, VIEWS_RULE
 
 # Bump when a code change alters the features an unchanged spec produces (architecture, training
 # recipe, preprocessing): old cache entries then stop matching instead of being silently reused.
@@ -86,8 +87,9 @@ def extractor_key(spec: EvalSpec, manifest_sha256: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-# Bump when the definition of precision/recall or memorization changes (k, the quantile, the split).
-METRICS_VERSION = 1
+# Bump when the definition of precision/recall or memorization changes (k, the quantile, the split,
+# the views). 2: memorization takes the min over flipped and shifted views, on MEMORIZATION_SAMPLES.
+METRICS_VERSION = 2
 
 
 def evaluator_key(spec: EvalSpec, manifest_sha256: str, num_real: int) -> str:
@@ -102,6 +104,8 @@ def evaluator_key(spec: EvalSpec, manifest_sha256: str, num_real: int) -> str:
         "heldout": {"rule": SPLIT_RULE, "fraction": spec.heldout_fraction},
         "nhood_k": NHOOD_K,
         "memorization_quantile": MEMORIZATION_QUANTILE,
+        "memorization_views": VIEWS_RULE,
+        "memorization_samples": MEMORIZATION_SAMPLES,
         "version": METRICS_VERSION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

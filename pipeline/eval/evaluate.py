@@ -15,8 +15,9 @@ from .classwise import classwise_scores, draw_labels
 from .config import EvalSpec, evaluator_key, extractor_key
 from .extractors import load_extractor
 from .frechet import feature_stats, frechet_distance, kernel_inception_distance
-from .manifold import NHOOD_K, nn_distance, precision_recall
-from .memorization import MemorizationUndefined, heldout_mask, memorization_share, threshold
+from .manifold import NHOOD_K, precision_recall
+from .memorization import MAX_SAMPLES as MEMORIZATION_SAMPLES
+from .memorization import MemorizationUndefined, heldout_mask, memorization_share, threshold, view_distance
 from .reference import real_manifold, reference_stats
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,14 @@ def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Ten
         return real_feats[0]
 
     mu_r, sigma_r, kid_r = reference_stats(spec.cache_dir, extractor_dir, compute_real, n=len(real_images))
-    real = real_manifold(spec.cache_dir, extractor_dir, key, compute_real, heldout=heldout, k=NHOOD_K)
+    held_images = real_images[heldout]  # the memorization distance of a held-out image needs its views
+    real = real_manifold(spec.cache_dir, extractor_dir, key, compute_real, heldout=heldout, k=NHOOD_K,
+                         heldout_distance=lambda held, train: view_distance(held_images, extractor, train, identity=held))
+    try:
+        tau, note = threshold(real.heldout_nn, fraction=spec.heldout_fraction), None
+    except MemorizationUndefined as e:
+        tau, note = None, str(e)
+        log.warning("memorization share not computed: %s", e)
 
     n = spec.num_samples
     rng = torch.Generator().manual_seed(seed)
@@ -78,7 +86,10 @@ def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Ten
     if conditional and real_labels is None:
         raise ValueError("a class-conditional generator is evaluated against labelled real images")
     gen_labels = draw_labels(real_labels, n, torch.Generator().manual_seed(seed + 1)) if conditional else None
-    feats = []
+    feats, copy_dist = [], []
+    # The memorization share looks at every view of the first MEMORIZATION_SAMPLES samples (26
+    # extractor passes each, memorization.py), in the same batches: no image is kept.
+    scored = min(n, MEMORIZATION_SAMPLES) if tau is not None else 0
     with torch.no_grad():
         for start in range(0, n, batch_size):
             z = torch.randn(min(batch_size, n - start), z_dim, generator=rng, dtype=torch.float32)
@@ -87,16 +98,14 @@ def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Ten
             else:
                 images = generator(z.to(device))
             feats.append(extractor(images))
+            if start < scored:
+                m = min(len(z), scored - start)
+                copy_dist.append(view_distance(images[:m], extractor, real.train_feats, identity=feats[-1][:m]))
     feats = torch.cat(feats)
 
     mu_g, sigma_g = feature_stats(feats)
     precision, recall = precision_recall(real.feats, feats, k=NHOOD_K, real_radii=real.radii)
-    try:
-        tau = threshold(real.heldout_nn, fraction=spec.heldout_fraction)
-        memorization, note = memorization_share(nn_distance(feats, real.train_feats), tau), None
-    except MemorizationUndefined as e:
-        memorization, note = None, str(e)
-        log.warning("memorization share not computed: %s", e)
+    memorization = memorization_share(torch.cat(copy_dist), tau) if tau is not None else None
     result = {
         "fd": frechet_distance(mu_g, sigma_g, mu_r, sigma_r),
         "kid": kernel_inception_distance(feats, kid_r, seed=seed),

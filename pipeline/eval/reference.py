@@ -55,7 +55,7 @@ class RealManifold:
     feats: torch.Tensor        # (N, D) every real image read, manifest order
     radii: torch.Tensor        # (N,) k-NN radii within feats: the real manifold for precision
     heldout: torch.Tensor      # (N,) bool: the held-out split (memorization.heldout_mask)
-    heldout_nn: torch.Tensor   # (H,) each held-out image's distance to its nearest training image
+    heldout_nn: torch.Tensor   # (H,) each held-out image's distance d to the training set (memorization.py)
 
     @property
     def train_feats(self) -> torch.Tensor:
@@ -63,11 +63,15 @@ class RealManifold:
 
 
 def real_manifold(cache_dir: str, extractor_dir: str, evaluator_key: str, compute: Callable[[], torch.Tensor],
-                  *, heldout: torch.Tensor, k: int) -> RealManifold:
+                  *, heldout: torch.Tensor, k: int,
+                  heldout_distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> RealManifold:
     """From cache_dir/<extractor_dir>/manifold-<evaluator_key>.npz, or from compute() (N, D).
 
     The file keeps all N real features (for precision and the nearest-neighbour search), so the
     per-evaluation cost is the generated side only; ~80 MB for 10k Inception features.
+    `heldout_distance(heldout_feats, train_feats)` → (H,) is the memorization distance d of the
+    held-out images (evaluate() passes the min over views, which needs the images); by default
+    the plain nearest-neighbour distance of their features.
     """
     path = os.path.join(os.path.expanduser(cache_dir), extractor_dir, f"manifold-{evaluator_key}.npz")
     if os.path.exists(path):
@@ -83,7 +87,8 @@ def real_manifold(cache_dir: str, extractor_dir: str, evaluator_key: str, comput
         raise ValueError(f"real features should be ({len(heldout)}, D), got {tuple(feats.shape)}")
     # An empty side (tiny data sets) leaves no distances: memorization.threshold then says why.
     both_sides = bool(heldout.any()) and not bool(heldout.all())
-    heldout_nn = nn_distance(feats[heldout], feats[~heldout]) if both_sides else torch.empty(0)
+    distance = heldout_distance or nn_distance
+    heldout_nn = distance(feats[heldout], feats[~heldout]).float().cpu() if both_sides else torch.empty(0)
     result = RealManifold(feats, knn_radii(feats, k), heldout.clone(), heldout_nn)
     _atomic_savez(path, feats=result.feats.numpy(), radii=result.radii.numpy(), heldout=result.heldout.numpy(),
                   heldout_nn=result.heldout_nn.numpy())

@@ -140,6 +140,14 @@ def _weights_sha256(eval_spec: EvalSpec, data: DataSpec, data_sha: str) -> str:
     return file_sha256(path) if os.path.exists(path) else "settings:" + extractor_key(eval_spec, data_sha)
 
 
+def _recorded_text(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _as_recorded(value: float) -> float:
+    return float(_recorded_text(value))
+
+
 class VersionScorer:
     """Scores of registered versions under one evaluator: read from the version's tags when recorded
     under the evaluator's key, else computed (pipeline.eval.scorer) and recorded."""
@@ -163,7 +171,10 @@ class VersionScorer:
         mv = self.client.get_model_version(self.model, mv.version)  # fresh tags: another gate may have scored it
         if (found := self.recorded(mv, required)) is not None:
             return found, True
-        scores = self._compute(mv)
+        # Decide on the numbers as recorded (6 significant digits): a later decision that reads them
+        # back from the tags then compares exactly what this one did (a fresh score against a rounded
+        # recorded one could otherwise tilt a near tie, e.g. the same weights registered twice).
+        scores = {k: _as_recorded(v) for k, v in self._compute(mv).items()}
         missing = required - scores.keys()
         if missing:
             why = "; ".join(self.notes) or f"pipeline.eval returned {sorted(scores)}"
@@ -171,7 +182,7 @@ class VersionScorer:
         if self.record:
             at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             for k, v in scores.items():
-                self.client.set_model_version_tag(self.model, mv.version, self.tag(k), f"{v:.6g}")
+                self.client.set_model_version_tag(self.model, mv.version, self.tag(k), _recorded_text(v))
             self.client.set_model_version_tag(self.model, mv.version, self.tag(names.SCORE_EVALUATOR), json.dumps(self.evaluator.fields, sort_keys=True))
             self.client.set_model_version_tag(self.model, mv.version, self.tag(names.SCORED_AT), at)
         return scores, False

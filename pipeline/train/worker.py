@@ -18,6 +18,7 @@ import ray.train.torch
 import torch
 from ray.train import Checkpoint
 
+from pipeline.data.split import HeldOut
 from pipeline.data.stream import make_batches
 from pipeline.eval.grid import class_grid_labels, grid_png
 from pipeline.spec import JobSpec
@@ -71,7 +72,7 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
 
     batches = make_batches(
         spec.data, rank=rank, world_size=world, batch_size=spec.per_worker_batch, seed=spec.train.seed,
-        position=mine.data_position, with_keys=config.record_keys is not None,
+        position=mine.data_position, with_keys=config.record_keys is not None, heldout=heldout_split(spec),
     )
     bf16 = spec.scaling.precision == "bf16"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
@@ -130,6 +131,7 @@ def _log_step_metrics(window: dist.MetricsWindow, batches, world: int, consumed:
     totals = {
         names.SAMPLES_SEEN: consumed,
         "data/corrupt_skipped": stats.get("corrupt_skipped", 0),
+        "data/heldout_skipped": stats.get("heldout_skipped", 0),
         "data/upscaled": stats.get("upscaled", 0),
         "data/samples_read": stats.get("samples", 0),
     }
@@ -196,6 +198,19 @@ def _rank0_logger(config: WorkerConfig, spec: JobSpec):
     from pipeline.tracking.run_logger import RunLogger
 
     return RunLogger(config.tracking_uri, config.run_id, patience_s=spec.tracking.patience_s)
+
+
+def heldout_split(spec: JobSpec) -> HeldOut | None:
+    """The real samples this job's memorization share holds out, which training must then never read
+    (so a generator that copies what it saw scores ~1, not 0.9): when the job evaluates (`eval`) or
+    goes through the gate (`tracking.promote`, which scores with `eval` or its defaults, as
+    tracking/scoring.py does). None otherwise: nothing scores memorization against this run's split."""
+    if spec.eval is None and spec.tracking.promote is None:
+        return None
+    from pipeline.eval.config import EvalSpec
+    from pipeline.eval.scorer import MAX_REAL
+
+    return HeldOut((spec.eval or EvalSpec()).heldout_fraction, within=MAX_REAL)
 
 
 def _rank0_scorer(spec: JobSpec, config: WorkerConfig, device):
