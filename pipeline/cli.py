@@ -9,12 +9,15 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from pipeline.cli_common import fail
+from pipeline.cli_common import RefusesCredentials, fail
 
 # MLflow's INFO lines (store migrations, artifact uploads) would drown the progress bar.
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
-app = typer.Typer(help="Distributed GAN training on Ray, from WebDataset shards to an MLflow-registered generator.", no_args_is_help=True, add_completion=False)
+# RefusesCredentials: a URL with user:password@ anywhere on the command line or in $MLFLOW_TRACKING_URI
+# and friends ends every verb before it starts (cli_common.py).
+app = typer.Typer(help="Distributed GAN training on Ray, from WebDataset shards to an MLflow-registered generator.", no_args_is_help=True,
+                  add_completion=False, cls=RefusesCredentials)
 console = Console(soft_wrap=True)  # paths and URIs stay on one line, copy-pastable
 err = Console(stderr=True)
 

@@ -98,8 +98,9 @@ class JobSpec(Frozen):
     def _no_credentials_in_urls(self) -> "JobSpec":
         # data.endpoint_url is checked by DataSpec. Credentials come from the AWS chain and
         # MLFLOW_TRACKING_USERNAME/PASSWORD; a URL with user:password would leak into params and logs.
-        for field, url in (("checkpoint.endpoint_url", self.checkpoint.endpoint_url), ("tracking.tracking_uri", self.tracking.tracking_uri)):
-            if url and urlsplit(url).password is not None:
+        for field, url in (("checkpoint.endpoint_url", self.checkpoint.endpoint_url), ("tracking.tracking_uri", self.tracking.tracking_uri),
+                           ("checkpoint.storage_path", self.checkpoint.storage_path)):
+            if url and "://" in url and (urlsplit(url).password is not None or "@" in urlsplit(url).netloc):
                 raise ValueError(f"{field}: credentials in a URL are refused (user:password@)")
         return self
 

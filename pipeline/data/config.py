@@ -83,8 +83,11 @@ class DataSpec(BaseModel):
             raise ValueError("root must name a local folder or an s3://bucket/prefix")
         if value.startswith("s3://") and len(value) <= len("s3://"):
             raise ValueError("root s3:// URL needs a bucket, e.g. s3://bucket/prefix")
+        if "://" in value and "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            # never echo the value: s3://KEY:SECRET@bucket would put the secret into the error
+            raise ValueError("root must not carry credentials (user:password@); use the boto3 chain (env, profile, role)")
         if "://" in value and not value.startswith("s3://"):
-            raise ValueError(f"root {value!r}: only local paths and s3:// URLs are supported")
+            raise ValueError(f"root {value.split('://', 1)[0]}://...: only local paths and s3:// URLs are supported")
         return value.rstrip("/") if value not in ("/",) else value
 
     @field_validator("resolution")

@@ -69,10 +69,12 @@ def client(endpoint_url: str | None = None):
 
 def parse(url: str) -> tuple[str, str]:
     if not url.startswith("s3://"):
-        raise ValueError(f"not an s3:// URL: {url}")
+        raise ValueError(f"not an s3:// URL: {url.split('://', 1)[0]}://...")
     bucket, _, key = url[len("s3://") :].partition("/")
     if not bucket:
         raise ValueError(f"s3 URL without a bucket: {url}")
+    if "@" in bucket:  # s3://KEY:SECRET@bucket/...: botocore would echo it back as the bucket name
+        raise DataError("an s3:// URL must not carry credentials (user:password@); use the boto3 chain (env, profile, role)")
     return bucket, key
 
 

@@ -36,9 +36,11 @@ def submit(
     set_: List[str] = typer.Option([], "--set", help="Override a field: --set train.steps=50 (repeatable; for a search, a field of its base job)."),
     name: Optional[str] = typer.Option(None, help="Submission id (also the Ray Train and MLflow run name; a search's id); default NAME-TIME-RANDOM."),
     wait: bool = typer.Option(False, "--wait", help="Follow the logs and exit with the job's outcome (0 on success)."),
+    check_cluster: bool = typer.Option(True, "--check-cluster/--no-check-cluster",
+                                       help="First run a seconds-long check job: the cluster's `python` must have the project's dependencies (and the same ganpipe version, when installed there)."),
 ) -> None:
-    """Validate a job (or every trial of a search) and its data here, then submit it to a Ray cluster
-    through the Jobs API."""
+    """Validate a job (or every trial of a search) and its data here, check that the cluster's `python`
+    can run it, then submit it to a Ray cluster through the Jobs API."""
     from pipeline.data.errors import DataError
     from pipeline.ops import submit as ops
     from pipeline.spec import SpecError
@@ -54,7 +56,7 @@ def submit(
     for warning in sub.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     try:
-        sid = ops.submit(sub, address)
+        sid = ops.submit(sub, address, check=check_cluster)
     except ops.SubmitError as e:
         fail(str(e))
     console.print(f"submitted [bold]{sid}[/]  (run name {sid})", highlight=False)
@@ -118,7 +120,10 @@ def jobs_(address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
           tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for the model-version column (default $MLFLOW_TRACKING_URI)."),
           limit: int = typer.Option(20, min=1, help="Newest submissions to show.")) -> None:
     """A table of the cluster's submissions: id, job, status, start, duration, registered model version."""
-    details = sorted(_jobs(address).list_jobs(), key=lambda j: j.start_time or 0, reverse=True)[:limit]
+    from pipeline.ops.submit import CHECK_METADATA
+
+    details = sorted((j for j in _jobs(address).list_jobs() if CHECK_METADATA not in (j.metadata or {})),
+                     key=lambda j: j.start_time or 0, reverse=True)[:limit]
     versions = _versions(details, tracking_uri)
     table = Table("submission id", "job", "status", "start", "duration", "model version")
     for j in details:

@@ -8,8 +8,10 @@ as infra/ gives it from Kubernetes secrets.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -37,6 +39,40 @@ EXCLUDES = ["__pycache__", "*.pyc", ".venv", ".git", "data", "mlflow.db", "mlart
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _USERINFO = re.compile(r"://[^/@\s]+:[^/@\s]*@")
+# What the job's `python` must find: the project's dependencies (pyproject.toml), by module name.
+REQUIRED_MODULES = ("typer", "rich", "yaml", "pydantic", "ray", "torch", "webdataset", "mlflow", "boto3", "croniter",
+                    "numpy", "PIL", "sklearn")
+DISTRIBUTION = "ganpipe"
+CHECK_METADATA = "ganpipe_check"  # marks the check jobs in the cluster's job list
+CHECK_TIMEOUT_S = 60.0
+_CHECK_MARK = "GANPIPE_CLUSTER_CHECK "
+# Run by the cluster's `python` exactly as the real entrypoint's is found (the job supervisor's PATH on
+# the head). find_spec looks a module up without importing it: a few hundred ms instead of the
+# seconds torch and mlflow take to import. Any Python 3; single quotes become double below, so the
+# whole script fits in one single-quoted shell word.
+_PROBE = f"""
+import os, sys, json
+# The real job runs in its uploaded working dir, not here: what this folder holds (a source tree with
+# its egg-info, say) must not count.
+sys.path = [p for p in sys.path if p not in ("", ".", os.getcwd())]
+try:
+    from importlib.util import find_spec
+except ImportError:
+    find_spec = None
+def found(name):
+    try:
+        return find_spec is not None and find_spec(name) is not None
+    except Exception:
+        return False
+def version(dist):
+    try:
+        from importlib.metadata import version as v
+        return v(dist)
+    except Exception:
+        return None
+print({_CHECK_MARK!r} + json.dumps(dict(python=sys.executable, version=sys.version.split()[0],
+      missing=[m for m in {list(REQUIRED_MODULES)!r} if not found(m)], project=version({DISTRIBUTION!r}))))
+""".replace("'", '"')
 
 
 class SubmitError(RuntimeError):
@@ -181,9 +217,13 @@ def stage(sub: Submission, dest: Path) -> list[str]:
     return sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
 
 
-def submit(sub: Submission, address: str | None) -> str:
-    """Stage and submit; returns the submission id. Raises DuplicateSubmission when the id is taken."""
+def submit(sub: Submission, address: str | None, *, check: bool = False) -> str:
+    """Stage and submit; returns the submission id. Raises DuplicateSubmission when the id is taken;
+    with `check`, SubmitError when the cluster's `python` could not run the job (see
+    `check_cluster`), before anything is uploaded."""
     jobs = client(address)
+    if check:
+        check_cluster(jobs)
     with tempfile.TemporaryDirectory(prefix="ganpipe-submit-") as tmp:
         stage(sub, Path(tmp))
         runtime_env = {**sub.runtime_env, "working_dir": tmp}
@@ -195,6 +235,59 @@ def submit(sub: Submission, address: str | None) -> str:
             if "already exists" in str(e):
                 raise DuplicateSubmission(f"submission id {sub.submission_id} already exists on the cluster") from None
             raise SubmitError(f"the cluster refused the job: {_last_line(e)}") from None
+
+
+def check_cluster(jobs, timeout: float = CHECK_TIMEOUT_S) -> dict:
+    """Ask the cluster what its job entrypoints run: a tiny Ray job whose `python` is found on the same
+    PATH as the real entrypoint's (`python -m pipeline ...`), printing that Python, the project's
+    dependencies it lacks and the ganpipe version installed there. Returns the probe's answer; raises
+    SubmitError (one line: the Python, what it lacks, the two fixes) when the job would fail there.
+
+    Why a job and not a Ray task: a task runs in the raylet's own worker Python, which has Ray by
+    definition; the entrypoint's `python` is whatever the head's PATH held when `ray start` ran.
+    The check job stays in the cluster's job list (SUCCEEDED, metadata ganpipe_check; `ganpipe jobs`
+    hides it): Ray's job monitor writes a last status after the job ends, so deleting the record
+    right away leaves a ghost entry, and waiting for the monitor would cost seconds."""
+    sid = f"ganpipe-check-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    try:
+        jobs.submit_job(entrypoint=f"python -c {shlex.quote(_PROBE)}", submission_id=sid, metadata={CHECK_METADATA: "1"})
+    except RuntimeError as e:
+        raise SubmitError(f"the cluster refused a check job: {_last_line(e)} (--no-check-cluster skips the check)") from None
+    status = wait_for(jobs, sid, TERMINAL, timeout)
+    if status not in TERMINAL:
+        jobs.stop_job(sid)
+        raise SubmitError(f"the cluster did not run a check job within {timeout:.0f} s (it stayed {status}): "
+                          "is the head overloaded? --no-check-cluster skips the check")
+    logs = jobs.get_job_logs(sid)
+    found = [line for line in logs.splitlines() if line.startswith(_CHECK_MARK)]
+    if not found:
+        said = [line.strip() for line in logs.splitlines() if line.strip()]
+        raise SubmitError(f"the cluster's job entrypoints have no working `python` (the check job {status.lower()}: "
+                          f"{said[-1] if said else 'no output'}): {_FIXES}")
+    probe = json.loads(found[-1][len(_CHECK_MARK):])
+    problems = []
+    if probe["missing"]:
+        problems.append(f"lacks {', '.join(probe['missing'])}")
+    mine = local_project_version()
+    if probe.get("project") and mine and probe["project"] != mine:
+        problems.append(f"has {DISTRIBUTION} {probe['project']} where this submitter has {mine}")
+    if problems:
+        raise SubmitError(f"the cluster's `python` is {probe['python']} (Python {probe['version']}), which "
+                          f"{' and '.join(problems)}: {_FIXES}")
+    return probe
+
+
+_FIXES = ("install this project (pip install ganpipe, or the image in infra/docker) into that Python on every node, "
+          "or start Ray from the environment that has it (its bin/ first on PATH, e.g. after `source .venv/bin/activate`)")
+
+
+def local_project_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a source tree without installing: nothing to compare
+        return None
 
 
 def _last_line(e: Exception) -> str:
