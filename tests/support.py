@@ -48,3 +48,16 @@ class BackgroundTraining:
         self._thread.join(timeout)
         assert "out" in self._box, "training did not finish"
         return self._box["out"]
+
+
+def pack_tiny(tmp_path_factory) -> str:
+    """40 random 32 px images in 10 classes, packed into 2 shards: data that exist and validate, for
+    tests about what happens around training rather than in it."""
+    import numpy as np
+
+    src = tmp_path_factory.mktemp("src") / "tiny.npz"
+    rng = np.random.default_rng(0)
+    np.savez(src, images=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), labels=np.arange(40) % 10)
+    root = tmp_path_factory.mktemp("tiny")
+    pack(str(src), str(root), shard_size=20, resolution=32, progress=False)
+    return str(root)

@@ -15,13 +15,13 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 from ray.job_submission import JobSubmissionClient
 
 from tests.cluster import RayCluster
 from tests.integration.ops.conftest import ganpipe
 from tests.secrets_search import SENTINELS, local_files, occurrences
+from tests.support import pack_tiny
 
 pytestmark = pytest.mark.integration
 OLD_VERSION = "0.0.1"
@@ -71,14 +71,7 @@ def _stop_quickly(cluster: RayCluster, grace_s: float = 5.0) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory) -> str:
-    from pipeline.data.pack import pack
-
-    src = tmp_path_factory.mktemp("src") / "tiny.npz"
-    rng = np.random.default_rng(0)
-    np.savez(src, images=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), labels=np.arange(40) % 10)
-    root = tmp_path_factory.mktemp("tiny")
-    pack(str(src), str(root), shard_size=20, resolution=32, progress=False)
-    return str(root)
+    return pack_tiny(tmp_path_factory)
 
 
 def test_a_cluster_whose_python_lacks_the_project_is_refused_in_one_line(bare_head, bare_python, tiny_root):

@@ -2,16 +2,15 @@
 is refused here; what travels is the package and the resolved job file only; no secret is sent."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.data.errors import DataError
-from pipeline.data.pack import pack
 from pipeline.ops import submit as ops
 from pipeline.spec import SpecError
+from tests.support import pack_tiny
 
 REPO = Path(__file__).resolve().parents[3]
 QUICKSTART = REPO / "jobs/quickstart.yaml"
@@ -19,12 +18,7 @@ QUICKSTART = REPO / "jobs/quickstart.yaml"
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory) -> str:
-    src = tmp_path_factory.mktemp("src") / "tiny.npz"
-    rng = np.random.default_rng(0)
-    np.savez(src, images=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), labels=np.arange(40) % 10)
-    root = tmp_path_factory.mktemp("tiny")
-    pack(str(src), str(root), shard_size=20, resolution=32, progress=False)
-    return str(root)
+    return pack_tiny(tmp_path_factory)
 
 
 def test_bad_spec_is_refused_naming_the_field(tiny_root):
