@@ -146,9 +146,9 @@ def main() -> None:
         rows.append(run(name, job, extra, args, scorer, train_manifest))
         if args.out:
             args.out.write_text(json.dumps(rows, indent=1))
-    best_today = min(r["at_steps"]["fd"] for r in rows if not r["recipe"].startswith("r3gan")) if any(
-        not r["recipe"].startswith("r3gan") for r in rows) else None
-    best_today_t = min((r["at_minutes"]["fd"] for r in rows if not r["recipe"].startswith("r3gan")), default=None)
+    today = [r for r in rows if not r["recipe"].startswith("r3gan")]
+    best_today = min((r["at_steps"]["fd"] for r in today), default=None)
+    best_today_t = min((r["at_minutes"]["fd"] for r in today), default=None)
     print(f"\n| recipe | FD @ {args.steps} steps | KID | accuracy | minutes | FD @ {args.minutes:g} min | steps | "
           "FD/best today (images, time) | s/step | data share |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -91,6 +91,7 @@ class GanStep:
         self._lecam = regs.get("lecam")
         # R1/R2 every step (not lazy) are taken from D's main pass: one D pass instead of three.
         self._fused = tuple(r for r in regs.gradient_penalties if r.kind in ("r1", "r2")) if self.every == 1 else ()
+        self._fused_kinds = {r.kind for r in self._fused}
         # Scheduled learning rates and β2 (optim: pipeline.gan.config.OptimSpec; None: as built).
         self.optim_schedule = OptimizerSchedule(optim, lazy_every=self.every) if optim is not None else None
 
@@ -150,10 +151,9 @@ class GanStep:
     def d_main(self, step: int, real: Tensor, z: Tensor, stats: dict, labels: Tensor | None = None) -> Tensor:
         with torch.no_grad(), self.autocast():
             fake = unwrap(self.p.G)(z, labels).to(real.dtype)  # back from bf16 when autocasting
-        kinds = {r.kind for r in self._fused}
         # Leaves to differentiate D's main pass against, when R1/R2 ride along (see _fused).
-        real_in = real.detach().requires_grad_(True) if "r1" in kinds else real
-        fake_in = fake.detach().requires_grad_(True) if "r2" in kinds else fake
+        real_in = real.detach().requires_grad_(True) if "r1" in self._fused_kinds else real
+        fake_in = fake.detach().requires_grad_(True) if "r2" in self._fused_kinds else fake
         with self.autocast():
             seen = torch.cat([self.augment(real_in, step, AUG_REAL), self.augment(fake_in, step, AUG_FAKE)])
             both = None if labels is None else torch.cat([labels, labels])

@@ -235,15 +235,18 @@ def _eval_generator(parts: GanParts):
         g.train(was_training)
 
 
+GRID_PER_CLASS = 8  # samples in each class's row of a conditional run's grids
+
+
 def _fixed_grid(spec: JobSpec, device) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
     """(z, labels, nrow) of the run's sample grids, the same at every step: one row per class for a
     conditional model, a square of tracking.grid_size samples otherwise."""
     rng = torch.Generator().manual_seed(1234)
     if not spec.model.conditional:
         return torch.randn(spec.tracking.grid_size, spec.model.z_dim, generator=rng).to(device), None, None
-    labels = class_grid_labels(spec.model.num_classes)
+    labels = class_grid_labels(spec.model.num_classes, per_class=GRID_PER_CLASS)
     z = torch.randn(len(labels), spec.model.z_dim, generator=rng)
-    return z.to(device), labels.to(device), len(labels) // min(spec.model.num_classes, len(labels))
+    return z.to(device), labels.to(device), GRID_PER_CLASS
 
 
 def _sample_grid(parts: GanParts, grid) -> bytes:
