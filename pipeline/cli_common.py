@@ -59,6 +59,8 @@ class RefusesCredentials(TyperGroup):
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         import os
 
-        if where := credentials_given(args, os.environ):
+        # --help prints no value a user gave, so it answers even where a URL variable holds credentials.
+        asks_help = "--help" in args
+        if not asks_help and (where := credentials_given(args, os.environ)):
             fail(f"{where}: {CREDENTIALS_REFUSED}")
         return super().parse_args(ctx, args)

@@ -44,6 +44,13 @@ def test_every_verb_refuses_before_it_starts(argv, env):
     assert r.exit_code == 2 and "credentials" in r.output and "s3cr3t" not in r.output, r.output
 
 
+def test_help_answers_where_a_url_variable_holds_credentials():
+    env = {"MLFLOW_TRACKING_URI": f"http://admin:{SECRET}@127.0.0.1:9"}
+    for argv in (["--help"], ["train", "--help"]):
+        r = CliRunner().invoke(app, argv, env=env)
+        assert r.exit_code == 0 and "Usage" in r.output and "s3cr3t" not in r.output, r.output
+
+
 @pytest.mark.parametrize("field, value", [("data.root", f"s3://KEY:{SECRET}@bucket/x"),
                                           ("checkpoint.storage_path", f"s3://KEY:{SECRET}@bucket/runs")])
 def test_job_files_refuse_storage_urls_with_credentials(field, value):
