@@ -58,6 +58,7 @@ def train(
     from ray.train import TrainingFailedError
 
     from pipeline.tracking.publish import RegistrationPending
+    from pipeline.tracking.run import TrackingUnreachable
     from pipeline.train.launch import SchedulingError, TrainingInterrupted
     from pipeline.train.launch import train as run_training
     from pipeline.train.runs import ResumeError
@@ -66,7 +67,7 @@ def train(
 
     try:
         out = run_training(spec, run_name=name, resume=resume, tracking_uri=tracking_uri, show_progress=progress)
-    except (DataError, SchedulingError, RegistrationPending, ResumeError) as e:
+    except (DataError, SchedulingError, RegistrationPending, ResumeError, TrackingUnreachable) as e:
         fail(str(e))
     except TrainingInterrupted as e:
         _interrupted(e, _resume_command(job, set_, tracking_uri, e.run_name))

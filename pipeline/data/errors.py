@@ -25,3 +25,10 @@ class CorruptSampleError(DataError):
 class ShardFormatError(DataError):
     """A shard's tar structure is damaged (bad header checksum, truncated member). With
     on_corrupt=skip the rest of that shard counts as corrupt; storage errors never do."""
+
+
+class StorageAccessError(DataError):
+    """The store refused the request (S3 401/403: unknown key, bad signature, no permission) or no
+    credentials were found. A DataError so that every verb ends with its one-line message; it is no
+    corrupt sample, so `on_corrupt: skip` never hides it. The message names the URL and the error
+    code, never a key."""

@@ -8,6 +8,7 @@ returned: log lines carry bucket/key URLs and attempt counts only.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -21,7 +22,7 @@ import webdataset as wds
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from pipeline.data.errors import DataError
+from pipeline.data.errors import DataError, StorageAccessError
 from pipeline.data.object_info import ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,33 @@ def _is_missing(exc: botocore.exceptions.ClientError) -> bool:
     return code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
 
 
+# How the fix reads when S3 says no: the places credentials and permissions come from.
+_ACCESS_FIX = ("check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role), "
+               "the bucket's permissions and the endpoint (AWS_ENDPOINT_URL_S3)")
+
+
+@contextlib.contextmanager
+def _access(url: str):
+    """Turn S3's refusals into one StorageAccessError naming the URL. Only the error code goes into
+    the message: S3's own text and response fields can carry the access key id. Connection errors
+    pass through untouched: the range reader resumes after them."""
+    try:
+        yield
+    except botocore.exceptions.NoCredentialsError:
+        raise StorageAccessError(f"no S3 credentials found to read or write {url}: {_ACCESS_FIX}") from None
+    except botocore.exceptions.ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status not in (401, 403):
+            raise
+        code = exc.response.get("Error", {}).get("Code") or status
+        raise StorageAccessError(f"S3 refused access to {url} ({code}): {_ACCESS_FIX}") from None
+
+
 def head(url: str, endpoint_url: str | None = None) -> ObjectInfo | None:
     bucket, key = parse(url)
     try:
-        answer = client(endpoint_url).head_object(Bucket=bucket, Key=key)
+        with _access(url):
+            answer = client(endpoint_url).head_object(Bucket=bucket, Key=key)
     except botocore.exceptions.ClientError as exc:
         if _is_missing(exc):
             return None
@@ -103,10 +127,11 @@ def list_objects(prefix_url: str, *, suffix: str = "", endpoint_url: str | None 
     prefix = key.rstrip("/") + "/" if key else ""
     found = {}
     try:
-        for page in client(endpoint_url).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                if item["Key"].endswith(suffix):
-                    found[f"s3://{bucket}/{item['Key']}"] = ObjectInfo(size=int(item["Size"]), sha256=None, version=item.get("ETag"))
+        with _access(prefix_url):
+            for page in client(endpoint_url).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    if item["Key"].endswith(suffix):
+                        found[f"s3://{bucket}/{item['Key']}"] = ObjectInfo(size=int(item["Size"]), sha256=None, version=item.get("ETag"))
     except botocore.exceptions.ClientError as exc:
         if _is_missing(exc):
             raise DataError(f"bucket of {prefix_url} does not exist") from None
@@ -122,7 +147,8 @@ def get_bytes(url: str, endpoint_url: str | None = None) -> bytes:
 
 def put_bytes(url: str, body: bytes, endpoint_url: str | None = None) -> None:
     bucket, key = parse(url)
-    client(endpoint_url).put_object(Bucket=bucket, Key=key, Body=body)
+    with _access(url):
+        client(endpoint_url).put_object(Bucket=bucket, Key=key, Body=body)
 
 
 def upload_if_changed(
@@ -137,7 +163,8 @@ def upload_if_changed(
         return False
     bucket, key = parse(url)
     transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=max(multipart_threshold, 5 << 20))
-    client(endpoint_url).upload_file(local_path, bucket, key, ExtraArgs={"Metadata": {"sha256": sha256}}, Config=transfer)
+    with _access(url):
+        client(endpoint_url).upload_file(local_path, bucket, key, ExtraArgs={"Metadata": {"sha256": sha256}}, Config=transfer)
     return True
 
 
@@ -179,7 +206,8 @@ class RangeReader(io.RawIOBase):
         if self.etag:
             args["IfMatch"] = self.etag
         try:
-            answer = client(self.endpoint_url).get_object(**args)
+            with _access(self.url):
+                answer = client(self.endpoint_url).get_object(**args)
         except botocore.exceptions.ClientError as exc:
             if _is_missing(exc):
                 raise FileNotFoundError(self.url) from None

@@ -178,24 +178,31 @@ def _schedule(path: Path):
         fail(str(e))
 
 
-def _tick_once(spec, address, tracking_uri) -> "object":
+def _tick_once(spec, address, tracking_uri, check_cluster: bool) -> "object":
     from pipeline.data.errors import DataError
     from pipeline.ops.schedule import tick
     from pipeline.ops.submit import SubmitError
     from pipeline.spec import SpecError
+    from pipeline.tracking.run import TrackingUnreachable
 
     try:
-        return tick(spec, address=address, tracking_uri=tracking_uri, say=lambda m: console.print(m, highlight=False))
-    except (SpecError, DataError, SubmitError) as e:
+        return tick(spec, address=address, tracking_uri=tracking_uri, say=lambda m: console.print(m, highlight=False),
+                    check_cluster=check_cluster)
+    except (SpecError, DataError, SubmitError, TrackingUnreachable) as e:
         fail(str(e))
+
+
+CHECK_CLUSTER_OPTION = typer.Option(True, "--check-cluster/--no-check-cluster",
+                                    help="Before submitting, run the seconds-long check job `ganpipe submit` runs: the cluster's `python` must have the project's dependencies (and the same ganpipe version, when installed there).")
 
 
 @schedule_app.command("tick")
 def schedule_tick(schedule: Path = typer.Argument(..., help="Schedule YAML (see jobs/schedules/)."),
                   address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
-                  tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI holding the schedule's state (default: job, $MLFLOW_TRACKING_URI).")) -> None:
+                  tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI holding the schedule's state (default: job, $MLFLOW_TRACKING_URI)."),
+                  check_cluster: bool = CHECK_CLUSTER_OPTION) -> None:
     """One pass: record finished runs' promotion outcomes, then submit a retraining if due and triggered."""
-    result = _tick_once(_schedule(schedule), address, tracking_uri)
+    result = _tick_once(_schedule(schedule), address, tracking_uri, check_cluster)
     console.print(result.message, highlight=False)
 
 
@@ -203,7 +210,8 @@ def schedule_tick(schedule: Path = typer.Argument(..., help="Schedule YAML (see 
 def schedule_run(schedule: Path = typer.Argument(..., help="Schedule YAML (see jobs/schedules/)."),
                  address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
                  tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI holding the schedule's state."),
-                 poll_s: float = typer.Option(60, "--poll-s", min=0.1, help="Seconds between ticks (finished runs are recorded at the next tick).")) -> None:
+                 poll_s: float = typer.Option(60, "--poll-s", min=0.1, help="Seconds between ticks (finished runs are recorded at the next tick)."),
+                 check_cluster: bool = CHECK_CLUSTER_OPTION) -> None:
     """Tick until stopped (Ctrl-C / SIGTERM); state lives in MLflow, so a restart carries on."""
     from pipeline.ops.schedule import next_fire
 
@@ -213,7 +221,8 @@ def schedule_run(schedule: Path = typer.Argument(..., help="Schedule YAML (see j
     try:
         while True:
             try:
-                message = tick(spec, address=address, tracking_uri=tracking_uri, say=lambda m: console.print(m, highlight=False)).message
+                message = tick(spec, address=address, tracking_uri=tracking_uri, say=lambda m: console.print(m, highlight=False),
+                               check_cluster=check_cluster).message
             except Exception as e:  # a cluster or tracking server away for a while: say so, tick again later
                 message = f"tick failed: {e}"
             now = dt.datetime.now(dt.timezone.utc)

@@ -109,14 +109,18 @@ class TickResult:
 
 
 def tick(spec: ScheduleSpec, *, address: str | None, tracking_uri: str | None = None, now: dt.datetime | None = None,
-         say: Callable[[str], None] = print) -> TickResult:
+         say: Callable[[str], None] = print, check_cluster: bool = False) -> TickResult:
+    """One pass (see the module's docstring). `check_cluster`: before a submission, the check that
+    `ganpipe submit` runs (ops/submit.check_cluster: the cluster's `python` has the project), so a
+    scheduled job never uploads only to die on its first import."""
     from pipeline.data.manifest import load_manifest
     from pipeline.spec import load_job
-    from pipeline.tracking.run import resolve_tracking_uri
+    from pipeline.tracking.run import check_reachable, resolve_tracking_uri
 
     now = now or dt.datetime.now(dt.timezone.utc)
     job = load_job(spec.job, spec.overrides())  # a broken job file fails every tick loudly, before anything else
     tracking_uri = resolve_tracking_uri(tracking_uri or job.tracking.tracking_uri)
+    check_reachable(tracking_uri)  # the state lives there: a server that is down is one line, not minutes of retries
     state = ScheduleState(tracking_uri, spec.name)
     jobs = ops_submit.client(address)
     records = state.records()
@@ -147,7 +151,7 @@ def tick(spec: ScheduleSpec, *, address: str | None, tracking_uri: str | None = 
 
     sub = build_submission(spec, snapshot, attempt=attempt, fire=fire, tracking_uri=tracking_uri)
     try:
-        ops_submit.submit(sub, address)
+        ops_submit.submit(sub, address, check=check_cluster)
         created = True
     except ops_submit.DuplicateSubmission:
         created = False  # submitted by a racing scheduler, or by this one before a restart

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -25,6 +23,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking import names
+from pipeline.tracking.run import TrackingUnreachable
+from pipeline.tracking.run import check_reachable as probe_tracking
 from pipeline.tracking.scoring import GateError, VersionScorer, evaluator_for, job_of
 
 SETTLE_S = 1.0  # wait after moving the alias before checking that no concurrent gate moved it too
@@ -189,14 +189,10 @@ def _client(tracking_uri: str | None) -> tuple[MlflowClient, str]:
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """A server that does not answer is a GateError at once, not MLflow's minutes of retries."""
-    if not uri.startswith(("http://", "https://")):
-        return
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
-    except urllib.error.HTTPError:
-        return  # it answered (a proxy's or basic-auth's status is still an answer)
-    except (OSError, ValueError) as e:
-        raise GateError(f"the tracking server at {uri} is unreachable ({getattr(e, 'reason', e)})") from None
+        probe_tracking(uri, timeout_s)
+    except TrackingUnreachable as e:
+        raise GateError(str(e)) from None
 
 
 def _registered(client: MlflowClient, model: str):

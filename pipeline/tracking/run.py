@@ -27,6 +27,30 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+class TrackingUnreachable(RuntimeError):
+    """The tracking server does not answer: said at once, in one line, instead of after MLflow's
+    minutes of retries and a traceback."""
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Raise TrackingUnreachable when an http(s) tracking server does not answer its /health probe
+    within `timeout_s`. Any HTTP status counts as an answer (a proxy's 404, basic-auth's 401). A
+    database URI has no server to probe: opening it reports its own errors."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as e:
+        raise TrackingUnreachable(
+            f"the MLflow tracking server at {uri} is unreachable ({getattr(e, 'reason', e)}): start it, or point "
+            "--tracking-uri / $MLFLOW_TRACKING_URI at one that runs") from None
+
+
 def lineage_tags() -> dict[str, str]:
     """Where a run came from, as tags for the run and every version it registers: the project's
     git commit (when the code is a git checkout, or $GANPIPE_GIT_COMMIT says so) and the Ray Jobs

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pipeline.checkpoints import generator_from_checkpoint, location, storage
 from pipeline.spec import JobSpec, with_absolute_paths, with_classes
 from pipeline.tracking import names
-from pipeline.tracking.run import end_run, open_run, resolve_tracking_uri
+from pipeline.tracking.run import check_reachable, end_run, open_run, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def train(spec: JobSpec, *, run_name: str | None = None, resume: str | None = No
     manifest, manifest_sha = load_manifest(spec.data.root, spec.data.endpoint_url)
     spec = with_classes(spec, manifest)  # a conditional model's class count and names, from the data
     tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri)
+    check_reachable(tracking_uri)  # a server that is down: one line now, not minutes of MLflow retries
     if resume is not None:
         if run_name not in (None, resume):
             raise runs.ResumeError(f"--resume {resume} continues that run under its own name; drop --name {run_name}")

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 
 import boto3
@@ -118,6 +124,31 @@ def mlflow_server(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def denying_s3(tmp_path):
+    """A real S3 endpoint that checks signatures against its (empty) IAM: every key is refused, as a
+    bucket refuses keys without access. moto's own server, in its own process: authentication is a
+    process-wide switch there, and the session's endpoint stays open."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+            break
+        except urllib.error.HTTPError:
+            break  # it answers
+        except OSError:
+            assert time.time() < deadline and proc.poll() is None, "moto server did not start"
+            time.sleep(0.2)
+    yield url
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.fixture(scope="session")

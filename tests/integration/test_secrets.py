@@ -22,8 +22,6 @@ import sys
 import tempfile
 import time
 import traceback
-import urllib.error
-import urllib.request
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -138,31 +136,6 @@ CREDENTIALS = "credentials"  # every refusal of a URL with user:password@ says t
 S3_DENIED = ("InvalidAccessKeyId", "ACCESS_DENIED", "AccessDenied")
 MLFLOW_DOWN = ("Connection refused", "unreachable")
 CLUSTER_DOWN = ("cannot reach the Ray Jobs API",)
-
-
-@pytest.fixture
-def denying_s3(tmp_path):
-    """A real S3 endpoint that checks signatures against its (empty) IAM: every key is refused, as a
-    bucket refuses keys without access. moto's own server, in its own process: authentication is a
-    process-wide switch there, and the session's endpoint stays open."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-            break
-        except urllib.error.HTTPError:
-            break  # it answers
-        except OSError:
-            assert time.time() < deadline and proc.poll() is None, "moto server did not start"
-            time.sleep(0.2)
-    yield url
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def _run_in_sqlite_with_s3_checkpoint(work: Path, tiny: str) -> tuple[str, str]:
