@@ -85,7 +85,7 @@ def run(name: str, job: str, extra: list[str], args, scorer, manifest: dict) -> 
     torch.manual_seed(spec.train.seed)
     parts = build_parts(spec.model, spec.optim, resolution=spec.data.resolution, regs=regs, device="cpu")
     step_fn = GanStep(parts, loss=spec.loss.kind, regs=regs, global_batch=args.batch, z_dim=spec.model.z_dim,
-                      seed=spec.train.seed, optim=spec.optim)
+                      seed=spec.train.seed, optim=spec.optim, class_strength=spec.model.class_strength)
     batches = iter(make_batches(spec.data, rank=0, world_size=1, batch_size=args.batch, seed=spec.train.seed))
     budget, trained, step = args.minutes * 60, 0.0, 0
     out: dict = {"recipe": name}

@@ -9,6 +9,12 @@ The projection term scores how well the image's features agree with its claimed 
 keeps the unconditional realism score. With `num_classes = 0` neither adds a parameter: the network
 is the unconditional one, state-dict keys included, so older checkpoints still load.
 
+How much the class steers both networks is a strength λ (`model.class_strength`, a number or a
+schedule, 1 by default): G sees λ·embed(y) and D adds λ·⟨embed(y), φ⟩. Ramping λ from 0 to 1 starts
+training unconditional and brings the classes in gradually, which keeps a conditional G from
+collapsing to one image per class early on (Shahbazi et al., "Collapse by Conditioning", ICLR 2022).
+λ is a buffer: checkpoints, the EMA copy and the exported generator carry the value training reached.
+
 Labels are int64 class indices. nn.Embedding (not a linear map of a one-hot vector, as R3GAN writes
 it: the same function) raises on an index out of range, which is what a served model should do.
 """
@@ -30,13 +36,14 @@ class ClassInput(nn.Module):
             # Unit-variance entries, like z's: the first layer sees both parts at the same scale.
             self.embed = nn.Embedding(num_classes, embed_dim)
             nn.init.normal_(self.embed.weight)
+            self.register_buffer("strength", torch.ones(()))
 
     def forward(self, z: Tensor, labels: Tensor | None) -> Tensor:
         if not self.num_classes:
             return z
         if labels is None:
             raise ValueError("a class-conditional generator needs labels")
-        return torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
+        return torch.cat([z, (self.embed(labels) * self.strength).to(z.dtype)], dim=1)
 
 
 class ClassProjection(nn.Module):
@@ -48,11 +55,20 @@ class ClassProjection(nn.Module):
         self.embed = nn.Embedding(num_classes, features)
         # Scaled like R3GAN's (1/√F per entry): the projection starts at the head's magnitude.
         nn.init.normal_(self.embed.weight, std=1 / math.sqrt(features))
+        self.register_buffer("strength", torch.ones(()))
 
     def forward(self, h: Tensor, labels: Tensor | None) -> Tensor:
         if labels is None:
             raise ValueError("a projection discriminator needs labels")
-        return (self.embed(labels).to(h.dtype) * h).sum(dim=1, keepdim=True)
+        return (self.embed(labels).to(h.dtype) * h).sum(dim=1, keepdim=True) * self.strength.to(h.dtype)
+
+
+def set_class_strength(value: float, *networks: nn.Module) -> None:
+    """Sets λ in every conditional layer of `networks` (G and D); unconditional ones have none."""
+    for network in networks:
+        for m in network.modules():
+            if isinstance(m, (ClassInput, ClassProjection)) and hasattr(m, "strength"):
+                m.strength.fill_(value)
 
 
 def project(logits: Tensor, projection: ClassProjection | None, h: Tensor, labels: Tensor | None) -> Tensor:

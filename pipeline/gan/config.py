@@ -38,6 +38,9 @@ class ModelSpec(Frozen):
     conditional: bool = False
     num_classes: int | None = Field(None, ge=2, description="set from the manifest when conditional")
     class_names: tuple[str, ...] | None = Field(None, description="set from the manifest when conditional")
+    # λ, how much the class steers G and D (gan/conditioning.py): a number or a schedule, e.g.
+    # {kind: linear, start: 0, end: 1, steps: 1000} to start unconditional and bring the classes in.
+    class_strength: "Strength" = 1.0
     # r3gan: channels per resolution from 4 px up to data.resolution, or a named preset of them
     # (pipeline/gan/r3gan.py PRESETS: cifar10 = the paper's 32 px network, ffhq, narrow for CPUs).
     preset: Literal["cifar10", "ffhq", "narrow"] | None = None
@@ -52,6 +55,8 @@ class ModelSpec(Frozen):
             raise ValueError(f"model.preset and model.widths are r3gan's; model.kind {self.kind} uses g_width/d_width")
         if self.num_classes is not None and not self.conditional:
             raise ValueError("model.num_classes is set but model.conditional is false")
+        if self.class_strength != 1.0 and not self.conditional:
+            raise ValueError("model.class_strength is set but model.conditional is false")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(f"model.class_names has {len(self.class_names)} names for num_classes {self.num_classes}")
         return self

@@ -36,6 +36,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.gan.augment import SliceOfGlobalBatch, augment_with_probability, diff_augment
+from pipeline.gan.conditioning import set_class_strength
+from pipeline.gan.config import Schedule
 from pipeline.gan.lecam import lecam_penalty
 from pipeline.gan.losses import PAIRED, d_loss, g_loss
 from pipeline.gan.penalties import r1_penalty, r2_penalty, wgan_gp_penalty, zero_centered_penalties
@@ -78,6 +80,7 @@ class GanStep:
         rank: int = 0,
         seed: int = 0,
         optim=None,
+        class_strength=1.0,
     ):
         self.p, self.loss, self.regs = parts, loss, regs
         self.global_batch, self.z_dim = global_batch, z_dim
@@ -94,6 +97,8 @@ class GanStep:
         self._fused_kinds = {r.kind for r in self._fused}
         # Scheduled learning rates and β2 (optim: pipeline.gan.config.OptimSpec; None: as built).
         self.optim_schedule = OptimizerSchedule(optim, lazy_every=self.every) if optim is not None else None
+        # λ of a conditional model (model.class_strength: a number or a schedule), set every step.
+        self.class_strength = class_strength
 
     def _rng(self, step: int, stream: int, device: torch.device) -> torch.Generator:
         """The generator of (seed, step, stream), on `device`: reseeding is host-side, no sync."""
@@ -136,6 +141,8 @@ class GanStep:
         stats: dict[str, Tensor | float] = {}
         if self.optim_schedule is not None:
             stats.update(self.optim_schedule.apply(step, g_opt=self.p.g_opt, d_opt=self.p.d_opt))
+        if labels is not None:
+            stats.update(self._set_class_strength(step))
         fake = self.d_main(step, real, z_d, stats, labels)
         if self.every > 1 and step % self.every == 0:
             self.d_reg(step, real, fake, stats, labels)
@@ -147,6 +154,11 @@ class GanStep:
             p, rt = self.p.ada.update(self.p.ada.interval * self.global_batch, all_reduce=self.all_reduce)
             stats.update({"ada/p": p, "ada/rt": rt})
         return stats
+
+    def _set_class_strength(self, step: int) -> dict[str, float]:
+        value = strength(self.class_strength, step)
+        set_class_strength(value, unwrap(self.p.G), unwrap(self.p.D))  # the EMA copies G's buffers
+        return {"cond/class_strength": value} if isinstance(self.class_strength, Schedule) else {}
 
     def d_main(self, step: int, real: Tensor, z: Tensor, stats: dict, labels: Tensor | None = None) -> Tensor:
         with torch.no_grad(), self.autocast():

@@ -7,7 +7,11 @@ Rank 0 also owns MLflow logging, sample grids, scoring and the progress queue.
 """
 from __future__ import annotations
 
-import contextlib
+import time
+
+_IMPORT_STARTED = time.time()  # the start-up timeline's "worker_import" (train/startup.py)
+
+import contextlib  # noqa: E402  (the imports below are what the timeline measures)
 import logging
 import tempfile
 from pathlib import Path
@@ -28,9 +32,11 @@ from pipeline.train.build import batch_norm_sync, build_parts
 from pipeline.train.regularization import Regularization
 from pipeline.train.state import RankState, TrainState
 from pipeline.train.step import GanParts, GanStep, unwrap
+from pipeline.train.startup import Timeline, process_started_at
 from pipeline.train.worker_config import WorkerConfig
 
 log = logging.getLogger(__name__)
+_IMPORTED = time.time()
 
 
 def _ddp(module: torch.nn.Module) -> torch.nn.Module:
@@ -49,6 +55,11 @@ def _resume_point() -> TrainState | None:
 
 def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     config = WorkerConfig.from_dict(raw_config)
+    timeline = Timeline(config.startup)
+    timeline.set("worker_process", process_started_at())
+    timeline.set("worker_import", _IMPORT_STARTED)
+    timeline.set("worker_imported", _IMPORTED)
+    timeline.mark("loop")
     spec = JobSpec.model_validate(config.spec)  # re-validated on the worker: one source of truth
     torch.set_num_threads(spec.scaling.torch_threads)
     ctx = ray.train.get_context()
@@ -69,6 +80,7 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
         mine = saved.for_rank(rank, world)
         saved.apply_rank(mine, parts, device=device)
         start = saved.step
+    timeline.mark("built")
 
     batches = make_batches(
         spec.data, rank=rank, world_size=world, batch_size=spec.per_worker_batch, seed=spec.train.seed,
@@ -79,6 +91,7 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     step_fn = GanStep(
         parts, loss=spec.loss.kind, regs=regs, global_batch=spec.train.global_batch, z_dim=spec.model.z_dim,
         all_reduce=dist.all_reduce_sum, autocast=autocast, rank=rank, seed=spec.train.seed, optim=spec.optim,
+        class_strength=spec.model.class_strength,
     )
     logger = scorer = None
     logged_through = 0  # steps up to here are in MLflow already (a resumed run): not sent twice
@@ -88,19 +101,23 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
         if start:
             logged_through = _logged_through(config)
             logger.log_metrics({names.RESUMED_FROM_STEP: start}, step=start)
+    timeline.mark("rank0_ready")
     recorder = _KeyRecorder(config.record_keys, rank, start) if config.record_keys else None
     grid = _fixed_grid(spec, device)
     t, window = spec.train, dist.MetricsWindow()
     consumed = mine.consumed
+    startup_logged = False
     mine.restore_rng(device)  # last: building and the scorer may have drawn from the global RNG
     it = iter(batches)
     for step in range(start, t.steps):
         real, labels, *keys = next(it)
+        timeline.mark("first_batch")  # only the first mark of a name is kept
         consumed += len(real)  # samples seen are counted from batches taken, not step × batch
         if recorder is not None:
             recorder.write(step, keys[0])
         labels = labels.to(device, non_blocking=True) if spec.model.conditional else None
         stats = step_fn(step, real.to(device, non_blocking=True), labels)
+        timeline.mark("first_step")
         window.add(stats)
         done = step + 1
         fresh = done > logged_through
@@ -109,6 +126,10 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
             if logger is not None and fresh:
                 logger.log_metrics(metrics, step=done)
                 _show_progress(config.progress, {"step": done, **metrics})
+                if not startup_logged:  # once: the run's start-up, split into its parts
+                    timeline.mark("first_log")
+                    logger.log_metrics(timeline.as_metrics(), step=done)
+                    startup_logged = True
             window = dist.MetricsWindow()
         if logger is not None and fresh and (done % t.sample_every == 0 or done == t.steps):
             logger.log_png(_sample_grid(parts, grid), f"samples/step_{done:07d}.png")

@@ -9,7 +9,7 @@ same G, D and EMA weights and the same last gradients (to 1e-5), case by case:
   lsgan_resnet   least-squares loss, SNGAN's ResNet pair (batch norm in G), DiffAugment, R1 under a
                  cosine schedule, EMA
   r3gan_rpgan    R3GAN's ResNeXt pair, class-conditional (embedding in G, projection in D, the labels
-                 sliced by rank like the reals), the relativistic pairing loss, R1 and R2 every step
+                 sliced by rank like the reals, the class strength ramped), the relativistic pairing loss, R1 and R2 every step
                  (taken from D's main pass) under cosine schedules, scheduled lr and β2, EMA by half-life
   sgd            plain SGD instead of Adam: Adam is invariant to a constant gradient scale, so an Adam-only
                  test cannot see ranks' gradients summed instead of averaged; SGD's step (and the
@@ -56,7 +56,7 @@ CASES = {
         "regularization=[{kind: diffaugment}, {kind: r1, gamma: {kind: cosine, start: 1.0, end: 0.1, steps: 6}}, {kind: ema, beta: 0.9}]"]),
     "r3gan_rpgan": ("quickstart", [
         "model.kind=r3gan", "model.widths=[16, 8, 8]", "model.blocks_per_stage=1", "model.conditional=true",
-        "model.num_classes=3", "loss.kind=relativistic",
+        "model.num_classes=3", "model.class_strength={kind: linear, start: 0.2, end: 1.0, steps: 6}", "loss.kind=relativistic",
         "regularization=[{kind: r1, gamma: {kind: cosine, start: 1.0, end: 0.1, steps: 6}}, {kind: r2, gamma: 0.5},"
         " {kind: ema, half_life_images: 20, rampup: 0.5}]",
         "optim.g={lr: {kind: cosine, start: 1.0e-3, end: 1.0e-4, steps: 6}, betas: [0.0, {kind: linear, start: 0.9, end: 0.99, steps: 6}]}",
@@ -99,7 +99,7 @@ def _train(config):
         G0 = {k: v.detach().clone() for k, v in unwrap(parts.G).named_parameters()}
         step_fn = GanStep(parts, loss=spec.loss.kind, regs=regs, global_batch=B, z_dim=spec.model.z_dim,
                           all_reduce=dist.all_reduce_sum, rank=rank, seed=spec.train.seed,
-                          optim=None if case == "sgd" else spec.optim)
+                          optim=None if case == "sgd" else spec.optim, class_strength=spec.model.class_strength)
         per = B // world
         reals = torch.rand(STEPS, B, 3, RES, RES, generator=torch.Generator().manual_seed(99)) * 2 - 1
         labels = torch.randint(spec.model.classes or 1, (STEPS, B), generator=torch.Generator().manual_seed(98))

@@ -166,6 +166,14 @@ def test_conditional_takes_its_classes_from_the_manifest_and_refuses_unlabelled_
     assert with_classes(parse_job({"name": "u", "data": {"root": "/d"}, "train": {"steps": 1}}), {}).model.num_classes is None
 
 
+def test_class_strength_is_a_conditional_models_number_or_schedule():
+    base = {"name": "c", "data": {"root": "/d"}, "train": {"steps": 1}}
+    with pytest.raises(SpecError, match="model.class_strength is set but model.conditional is false"):
+        parse_job({**base, "model": {"class_strength": 0.5}})
+    ramp = {"kind": "linear", "start": 0, "end": 1, "steps": 100}
+    assert parse_job({**base, "model": {"conditional": True, "class_strength": ramp}}).model.class_strength.steps == 100
+
+
 def test_r3gan_needs_a_preset_or_widths_that_reach_the_resolution():
     base = {"name": "r", "data": {"root": "/d", "resolution": 64}, "train": {"steps": 1}}
     with pytest.raises(SpecError, match="give exactly one of `preset`"):
