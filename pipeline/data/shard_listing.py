@@ -7,7 +7,6 @@ can tell a shard it already read from one that changed since.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from braceexpand import braceexpand
@@ -15,6 +14,7 @@ from braceexpand import braceexpand
 from pipeline.data import store
 from pipeline.data.errors import DataError
 from pipeline.data.object_info import ObjectInfo
+from pipeline.data.stat_many import stat_many
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,8 @@ def _pattern(pattern: str, endpoint_url: str | None) -> ShardListing:
         base = os.path.abspath(os.path.expanduser(base or "/"))
     names = list(dict.fromkeys(braceexpand(rest)))  # keep order, drop repeats
     urls = [store.join(base, n) for n in names]
-    # HEAD requests are latency-bound: a few in flight make 1,000 shards take seconds.
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        infos = list(pool.map(lambda u: store.stat(u, endpoint_url=endpoint_url), urls))
+    # One LIST page per 1,000 shards rather than a HEAD each (stat_many.py).
+    infos = stat_many(urls, endpoint_url=endpoint_url)
     missing = [u for u, info in zip(urls, infos) if info is None]
     if missing:
         shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")

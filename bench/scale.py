@@ -1,0 +1,137 @@
+"""How the data plane's costs grow with the data: a million samples in 1,000 shards on S3.
+
+    .venv/bin/python bench/scale.py [--shards 1000] [--loader-samples 100000]
+
+Builds (once, cached under ~/.cache/ganpipe-bench/scale) N x 1,000 generated 8x8 images packed by
+our own `pack`, copies them into a fresh moto S3 server on 127.0.0.1 (its own process), and
+measures at N/10, 3N/10 and N shards, each probe in a process of its own (bench/scale_probe.py):
+  - `data index` (a brace pattern over the first n shards) and `data verify`: time, peak RSS;
+  - the driver's data checks before Ray starts (check_shards + manifest) and one rank's start
+    (make_batches, then its first batch): time and peak RSS;
+  - the epoch plan of 2 ranks and one checkpointed data position (bytes);
+  - samples/s of the loader alone from S3, 1 process (world 1) and 2 processes (2 ranks).
+It prints each figure beside its growth ratio and the ratio that linear growth (time) or no growth
+(memory) would give, so superlinear growth shows at a glance.
+
+How long: the first run packs the shards (about 6 minutes of CPU for 1,000 shards); after that a
+full run takes about 10 minutes on 2 cores (upload about 1 minute, index and verify of
+100 + 300 + 1,000 shards most of the rest). --shards 100 measures 10/30/100 shards in about 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.data import start_endpoint  # noqa: E402
+from bench.scale_data import build, subset_root, upload  # noqa: E402
+
+BUCKET = "scale"
+PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scale_probe.py")
+
+
+def probe(env: dict, what: str, root: str, count: int, *extra: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, PROBE, what, root, str(count), *map(str, extra)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def result(proc: subprocess.Popen) -> dict:
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"probe {proc.args[2:]} failed with exit {proc.returncode}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run(env: dict, what: str, root: str, count: int, *extra: int) -> dict:
+    return result(probe(env, what, root, count, *extra))
+
+
+def growth_table(counts: list[int], rows: list[tuple[str, list[float], str]]) -> None:
+    """rows: (measure, value per count, 'time' or 'memory'). Ratios against the smallest count."""
+    lo = counts[0]
+    ratios = [c / lo for c in counts[1:]]
+    head = " | ".join(f"{c:,} shards" for c in counts)
+    rhead = " | ".join(f"x{c:,}/{lo:,}" for c in counts[1:])
+    print(f"| measure | {head} | {rhead} | linear / flat would be |")
+    print("|---|" + "---:|" * len(counts) + "---:|" * len(ratios) + "---|")
+    for name, values, kind in rows:
+        cells = " | ".join(f"{v:,.2f}" for v in values)
+        grown = " | ".join(f"{v / values[0]:.2f}" if values[0] else "-" for v in values[1:])
+        expect = " / ".join(f"{r:.1f}" for r in ratios) if kind == "time" else " / ".join("1.0" for _ in ratios)
+        print(f"| {name} | {cells} | {grown} | {expect} ({'linear' if kind == 'time' else 'flat'}) |")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 2)[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", type=int, default=1000, help="shards of 1,000 samples (default 1000: a million samples)")
+    parser.add_argument("--loader-samples", type=int, default=100_000, help="samples each loader process reads")
+    args = parser.parse_args()
+    counts = sorted({max(1, args.shards // 10), max(1, args.shards * 3 // 10), args.shards})
+
+    folder = build(args.shards)
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    # Objects over 1 MiB go to moto's temporary files instead of its heap: 2 GB of shards would
+    # otherwise sit in the server's RSS on a machine we share.
+    os.environ["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = str(1 << 20)
+    proc, endpoint = start_endpoint()
+    try:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket=BUCKET)
+        t = time.perf_counter()
+        manifest = upload(folder, client, BUCKET)
+        roots = {c: subset_root(client, BUCKET, manifest, c) for c in counts}
+        print(f"{manifest['num_samples']:,} samples in {len(manifest['shards'])} shards "
+              f"({manifest['total_bytes'] / 1e9:.2f} GB) copied to moto in {time.perf_counter() - t:.0f} s (not measured)\n")
+        env = {**os.environ, "AWS_ENDPOINT_URL_S3": endpoint}
+        measure(env, counts, roots, args.loader_samples)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def measure(env: dict, counts: list[int], roots: dict[int, str], loader_samples: int) -> None:
+    shards_root = f"s3://{BUCKET}/shards"
+    found = {what: {c: run(env, what, shards_root if what == "index" else roots[c], c) for c in counts}
+             for what in ("index", "verify", "driver", "worker")}
+    rows = []
+    for what, label in (("index", "data index"), ("verify", "data verify"), ("driver", "driver data checks"),
+                        ("worker", "rank start + first batch")):
+        by = found[what]
+        rows += [(f"{label}: wall s", [by[c]["wall"] for c in counts], "time"),
+                 (f"{label}: CPU s", [by[c]["cpu"] for c in counts], "time"),
+                 (f"{label}: peak RSS MB", [by[c]["peak_mb"] for c in counts], "memory")]
+    print("Time and memory against the shard count (each probe its own process; wall is under whatever load the machine has):\n")
+    growth_table(counts, rows)
+
+    lo, hi = counts[0], counts[-1]
+    plans = {c: run(env, "plan", roots[c], c) for c in (lo, hi)}
+    print("Epoch plan of 2 ranks (tracemalloc) and one rank's checkpointed data position:\n")
+    growth_table([lo, hi], [("plan retained KiB", [plans[c]["plan_kib"] for c in (lo, hi)], "time"),
+                            ("plan peak KiB", [plans[c]["plan_peak_kib"] for c in (lo, hi)], "time"),
+                            ("data position bytes", [plans[c]["position_bytes"] for c in (lo, hi)], "memory")])
+
+    one = run(env, "loader", roots[hi], hi, 0, 1, loader_samples)
+    pair = [result(p) for p in [probe(env, "loader", roots[hi], hi, r, 2, loader_samples) for r in range(2)]]
+    rate1 = one["samples"] / one["loop_s"]
+    rate2 = sum(p["samples"] for p in pair) / max(p["loop_s"] for p in pair)
+    print(f"Loader alone from S3 ({hi:,} shards, loader_workers=0, batch 256; moto serves from a third process):\n")
+    print("| loader | samples/s | CPU s per 1k samples | peak RSS MB |")
+    print("|---|---:|---:|---:|")
+    print(f"| 1 process (1 rank) | {rate1:,.0f} | {1000 * one['cpu'] / one['samples']:.3f} | {one['peak_mb']:.0f} |")
+    cpu2 = sum(p["cpu"] for p in pair) / sum(p["samples"] for p in pair)
+    print(f"| 2 processes (2 ranks) | {rate2:,.0f} | {1000 * cpu2:.3f} | {max(p['peak_mb'] for p in pair):.0f} |")
+    print(f"| 2 / 1 | {rate2 / rate1:.2f} | | |")
+
+
+if __name__ == "__main__":
+    main()
