@@ -4,6 +4,7 @@ Everything that can fail cheaply (spec, shards, tracking store) fails here, befo
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -67,12 +68,17 @@ def train(spec: JobSpec, *, run_name: str | None = None, resume: str | None = No
     folder where every rank writes the keys of the samples it trains on (audits, tests)."""
     from pipeline.data.manifest import check_shards, load_manifest
     from pipeline.train import runs
+    from pipeline.train.startup import Timeline, process_started_at
     from pipeline.train.worker_config import WorkerConfig
 
+    timeline = Timeline()
+    timeline.set("driver_process", process_started_at())
+    timeline.mark("driver_train")  # the interpreter, the CLI's imports and the spec are behind us
     spec = with_absolute_paths(spec)  # before it is hashed: a resume compares it after the same step
     check_shards(spec.data)  # missing or mismatched shards: a clear error before Ray starts
     manifest, manifest_sha = load_manifest(spec.data.root, spec.data.endpoint_url)
     spec = with_classes(spec, manifest)  # a conditional model's class count and names, from the data
+    timeline.mark("data_checked")
     tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri)
     check_reachable(tracking_uri)  # a server that is down: one line now, not minutes of MLflow retries
     if resume is not None:
@@ -93,14 +99,17 @@ def train(spec: JobSpec, *, run_name: str | None = None, resume: str | None = No
             tags={names.JOB: spec.name, names.DATA_SHA256: manifest_sha, names.SPEC_SHA256: spec.sha256()},
             resolved_spec=spec.model_dump(mode="json"),
         )
+    timeline.mark("run_open")
     storage_path, fs = storage(spec.checkpoint.storage_path, spec.checkpoint.endpoint_url)
     started_ray = init_ray(spec.scaling.start_timeout_s)
+    timeline.mark("ray_ready")
     worker_config = WorkerConfig(
         spec=spec.model_dump(mode="json"), tracking_uri=tracking_uri, run_id=run_id, manifest_sha256=manifest_sha,
         record_keys=record_keys,
     ).as_dict()
     try:
-        result = _fit(spec, worker_config, run_name=run_name, storage_path=storage_path, fs=fs, show_progress=show_progress)
+        result = _fit(spec, worker_config, run_name=run_name, storage_path=storage_path, fs=fs, show_progress=show_progress,
+                      timeline=timeline)
     except KeyboardInterrupt:
         end_run(tracking_uri, run_id, "KILLED")
         if started_ray:  # our local Ray: stop it, and the workers with it, now rather than at exit
@@ -204,14 +213,20 @@ def shortfall(spec: JobSpec, nodes: list[dict[str, float]]) -> str | None:
     return None
 
 
-def _fit(spec: JobSpec, worker_config: dict, *, run_name, storage_path, fs, show_progress):
+def _fit(spec: JobSpec, worker_config: dict, *, run_name, storage_path, fs, show_progress, timeline=None):
     from ray.util.queue import Queue
 
     from pipeline.train.progress import follow
+    from pipeline.train.startup import Timeline
     from pipeline.train.trainer import build_trainer
 
+    timeline = timeline or Timeline()
     progress = Queue(maxsize=10_000) if show_progress else None
-    trainer = build_trainer(spec, {**worker_config, "progress": progress}, run_name=run_name, storage_path=storage_path, fs=fs)
+    timeline.mark("progress_queue")  # an actor: a worker process of Ray's takes it
+    importlib.import_module("ray.train.torch")  # build_trainer's imports (torch, Ray Train), timed on their own
+    timeline.mark("fit")  # Ray Train starts
+    worker_config = {**worker_config, "progress": progress, "startup": timeline.marks}
+    trainer = build_trainer(spec, worker_config, run_name=run_name, storage_path=storage_path, fs=fs)
     box: dict = {}
 
     def run() -> None:

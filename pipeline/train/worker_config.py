@@ -17,6 +17,7 @@ class WorkerConfig:
     manifest_sha256: str            # the data snapshot, for the scorer's cache key
     progress: Any = None            # a ray.util.queue.Queue for the driver's progress bar, or None
     record_keys: str | None = None  # a folder: each rank appends "<resumed from> <step> <key>" per sample (audits, tests)
+    startup: dict[str, float] | None = None  # the driver's start-up marks (train/startup.py); rank 0 adds its own and logs them
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
