@@ -5,7 +5,8 @@
 Builds (once, cached under ~/.cache/ganpipe-bench/scale) N x 1,000 generated 8x8 images packed by
 our own `pack`, copies them into a fresh moto S3 server on 127.0.0.1 (its own process), and
 measures at N/10, 3N/10 and N shards, each probe in a process of its own (bench/scale_probe.py):
-  - `data index` (a brace pattern over the first n shards) and `data verify`: time, peak RSS;
+  - `data index` (a brace pattern over the first n shards), its listing step alone, and
+    `data verify`: time, peak RSS;
   - the driver's data checks before Ray starts (check_shards + manifest) and one rank's start
     (make_batches, then its first batch): time and peak RSS;
   - the epoch plan of 2 ranks and one checkpointed data position (bytes);
@@ -15,7 +16,9 @@ It prints each figure beside its growth ratio and the ratio that linear growth (
 
 How long: the first run packs the shards (about 6 minutes of CPU for 1,000 shards); after that a
 full run takes about 10 minutes on 2 cores (upload about 1 minute, index and verify of
-100 + 300 + 1,000 shards most of the rest). --shards 100 measures 10/30/100 shards in about 2.
+100 + 300 + 1,000 shards most of the rest); on a loaded machine (load 10 on 2 cores) it took
+about 30. --shards 100 measures 10/30/100 shards in about 3 minutes (plus a one-time pack);
+--only picks measures (e.g. --only driver,listing: about 2 minutes after the upload).
 """
 
 from __future__ import annotations
@@ -33,12 +36,24 @@ from bench.data import start_endpoint  # noqa: E402
 from bench.scale_data import build, subset_root, upload  # noqa: E402
 
 BUCKET = "scale"
+MEASURES = ("index", "listing", "verify", "driver", "worker", "plan", "loader")
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scale_probe.py")
 
 
-def probe(env: dict, what: str, root: str, count: int, *extra: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, PROBE, what, root, str(count), *map(str, extra)], env=env,
+SERVER = {"pid": 0}  # moto's process: its CPU time is the store's share of a probe's cost
+
+
+def probe(env: dict, what: str, root: str, count: int, *extra: int, code: str = PROBE) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, code, what, root, str(count), *map(str, extra)], env=env,
                             stdout=subprocess.PIPE, text=True)
+
+
+def server_cpu() -> float:
+    """CPU seconds moto has used so far (utime + stime from /proc): on a shared machine the server's
+    wall time is mostly waiting for a core, its CPU time is the work we asked of it."""
+    with open(f"/proc/{SERVER['pid']}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def result(proc: subprocess.Popen) -> dict:
@@ -48,12 +63,15 @@ def result(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run(env: dict, what: str, root: str, count: int, *extra: int) -> dict:
-    return result(probe(env, what, root, count, *extra))
+def run(env: dict, what: str, root: str, count: int, *extra: int, code: str = PROBE) -> dict:
+    before = server_cpu()
+    found = result(probe(env, what, root, count, *extra, code=code))
+    found["server_cpu"] = server_cpu() - before
+    return found
 
 
 def growth_table(counts: list[int], rows: list[tuple[str, list[float], str]]) -> None:
-    """rows: (measure, value per count, 'time' or 'memory'). Ratios against the smallest count."""
+    """rows: (measure, value per count, 'linear' or 'flat': the growth expected). Ratios against the smallest count."""
     lo = counts[0]
     ratios = [c / lo for c in counts[1:]]
     head = " | ".join(f"{c:,} shards" for c in counts)
@@ -63,8 +81,8 @@ def growth_table(counts: list[int], rows: list[tuple[str, list[float], str]]) ->
     for name, values, kind in rows:
         cells = " | ".join(f"{v:,.2f}" for v in values)
         grown = " | ".join(f"{v / values[0]:.2f}" if values[0] else "-" for v in values[1:])
-        expect = " / ".join(f"{r:.1f}" for r in ratios) if kind == "time" else " / ".join("1.0" for _ in ratios)
-        print(f"| {name} | {cells} | {grown} | {expect} ({'linear' if kind == 'time' else 'flat'}) |")
+        expect = " / ".join(f"{r:.1f}" for r in ratios) if kind == "linear" else " / ".join("1.0" for _ in ratios)
+        print(f"| {name} | {cells} | {grown} | {expect} ({kind}) |")
     print()
 
 
@@ -73,7 +91,11 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", type=int, default=1000, help="shards of 1,000 samples (default 1000: a million samples)")
     parser.add_argument("--loader-samples", type=int, default=100_000, help="samples each loader process reads")
+    parser.add_argument("--only", default=",".join(MEASURES), help=f"comma-separated subset of {','.join(MEASURES)}")
+    parser.add_argument("--before", metavar="DIR", help="a checkout of older code (e.g. git archive of a commit, with "
+                        "these bench files copied in): run --only's growth probes from both, interleaved, as before/after")
     args = parser.parse_args()
+    only = [m for m in MEASURES if m in args.only.split(",")]
     counts = sorted({max(1, args.shards // 10), max(1, args.shards * 3 // 10), args.shards})
 
     folder = build(args.shards)
@@ -82,6 +104,7 @@ def main() -> None:
     # otherwise sit in the server's RSS on a machine we share.
     os.environ["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = str(1 << 20)
     proc, endpoint = start_endpoint()
+    SERVER["pid"] = proc.pid
     try:
         import boto3
 
@@ -93,33 +116,62 @@ def main() -> None:
         print(f"{manifest['num_samples']:,} samples in {len(manifest['shards'])} shards "
               f"({manifest['total_bytes'] / 1e9:.2f} GB) copied to moto in {time.perf_counter() - t:.0f} s (not measured)\n")
         env = {**os.environ, "AWS_ENDPOINT_URL_S3": endpoint}
-        measure(env, counts, roots, args.loader_samples)
+        if args.before:
+            compare(env, counts, roots, only, os.path.join(os.path.abspath(args.before), "bench", "scale_probe.py"))
+        else:
+            measure(env, counts, roots, args.loader_samples, only)
     finally:
         proc.terminate()
         proc.wait()
 
 
-def measure(env: dict, counts: list[int], roots: dict[int, str], loader_samples: int) -> None:
-    shards_root = f"s3://{BUCKET}/shards"
-    found = {what: {c: run(env, what, shards_root if what == "index" else roots[c], c) for c in counts}
-             for what in ("index", "verify", "driver", "worker")}
-    rows = []
-    for what, label in (("index", "data index"), ("verify", "data verify"), ("driver", "driver data checks"),
-                        ("worker", "rank start + first batch")):
-        by = found[what]
-        rows += [(f"{label}: wall s", [by[c]["wall"] for c in counts], "time"),
-                 (f"{label}: CPU s", [by[c]["cpu"] for c in counts], "time"),
-                 (f"{label}: peak RSS MB", [by[c]["peak_mb"] for c in counts], "memory")]
-    print("Time and memory against the shard count (each probe its own process; wall is under whatever load the machine has):\n")
-    growth_table(counts, rows)
+LABELS = {"index": "data index", "listing": "index: listing the pattern", "verify": "data verify",
+          "driver": "driver data checks", "worker": "rank start + first batch"}
 
+
+def where(what: str, count: int, roots: dict[int, str]) -> str:
+    return f"s3://{BUCKET}/shards" if what in ("index", "listing") else roots[count]
+
+
+def measure(env: dict, counts: list[int], roots: dict[int, str], loader_samples: int, only: list[str]) -> None:
+    found = {what: {c: run(env, what, where(what, c, roots), c) for c in counts} for what in LABELS if what in only}
+    rows = []
+    for what, by in found.items():
+        label = LABELS[what]
+        rows += [(f"{label}: wall s", [by[c]["wall"] for c in counts], "linear"),
+                 (f"{label}: CPU s", [by[c]["cpu"] for c in counts], "linear"),
+                 (f"{label}: server CPU s", [by[c]["server_cpu"] for c in counts], "linear"),
+                 (f"{label}: peak RSS MB", [by[c]["peak_mb"] for c in counts], "flat")]
+    if rows:
+        print("Time and memory against the shard count (each probe its own process; wall is under whatever load the machine has):\n")
+        growth_table(counts, rows)
     lo, hi = counts[0], counts[-1]
+    if "plan" in only:
+        plan_table(env, roots, lo, hi)
+    if "loader" in only:
+        loader_table(env, roots, hi, loader_samples)
+
+
+def compare(env: dict, counts: list[int], roots: dict[int, str], only: list[str], old: str) -> None:
+    """Each growth probe from the older checkout, then from this one, at each count, one after the other."""
+    print("| measure | shards | wall s before | after | CPU s before | after | server CPU s before | after |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for what in (w for w in LABELS if w in only):
+        for c in counts:
+            a, b = (run(env, what, where(what, c, roots), c, code=code) for code in (old, PROBE))
+            print(f"| {LABELS[what]} | {c:,} | {a['wall']:.2f} | {b['wall']:.2f} | {a['cpu']:.2f} | {b['cpu']:.2f} "
+                  f"| {a['server_cpu']:.2f} | {b['server_cpu']:.2f} |")
+
+
+def plan_table(env: dict, roots: dict[int, str], lo: int, hi: int) -> None:
     plans = {c: run(env, "plan", roots[c], c) for c in (lo, hi)}
     print("Epoch plan of 2 ranks (tracemalloc) and one rank's checkpointed data position:\n")
-    growth_table([lo, hi], [("plan retained KiB", [plans[c]["plan_kib"] for c in (lo, hi)], "time"),
-                            ("plan peak KiB", [plans[c]["plan_peak_kib"] for c in (lo, hi)], "time"),
-                            ("data position bytes", [plans[c]["position_bytes"] for c in (lo, hi)], "memory")])
+    growth_table([lo, hi], [("plan retained KiB", [plans[c]["plan_kib"] for c in (lo, hi)], "linear"),
+                            ("plan peak KiB", [plans[c]["plan_peak_kib"] for c in (lo, hi)], "linear"),
+                            ("data position bytes", [plans[c]["position_bytes"] for c in (lo, hi)], "flat")])
 
+
+def loader_table(env: dict, roots: dict[int, str], hi: int, loader_samples: int) -> None:
     one = run(env, "loader", roots[hi], hi, 0, 1, loader_samples)
     pair = [result(p) for p in [probe(env, "loader", roots[hi], hi, r, 2, loader_samples) for r in range(2)]]
     rate1 = one["samples"] / one["loop_s"]

@@ -49,7 +49,7 @@ def build(shards: int, log=print) -> str:
     pixels, labels = images(shards * PER_SHARD)
     np.savez(npz, images=pixels, labels=labels)
     del pixels
-    log(f"packing {shards * PER_SHARD:,} images into {shards} shards at {folder} (once; about {shards * 0.2:.0f} CPU-s)")
+    log(f"packing {shards * PER_SHARD:,} images into {shards} shards at {folder} (once; about {shards * 0.22:.0f} CPU-s)")
     pack(npz, folder, shard_size=PER_SHARD, resolution=SIDE, progress=False)  # manifest last: a cut build re-packs
     os.remove(npz)
     return folder

@@ -56,6 +56,15 @@ def probe_index(root: str, count: int) -> dict:
     return {"samples": report.manifest["num_samples"]}
 
 
+def probe_listing(root: str, count: int) -> dict:
+    """The first thing `data index` does with a brace pattern: each named shard's size and version
+    (shard_listing.list_shards), the part of index that does not read the shards."""
+    from pipeline.data.shard_listing import list_shards
+
+    listing = list_shards(f"{root}/shard-{{000000..{count - 1:06d}}}.tar")
+    return {"shards": len(listing.shards)}
+
+
 def probe_verify(root: str, count: int) -> dict:
     """`ganpipe data verify` of a COUNT-shard manifest (every sample decoded, every sha256)."""
     from pipeline.data.verify import verify
@@ -118,7 +127,7 @@ def probe_loader(root: str, count: int, rank: int = 0, world: int = 1, samples: 
     return {"samples": n, "loop_s": time.perf_counter() - start}
 
 
-PROBES = {"index": probe_index, "verify": probe_verify, "driver": probe_driver, "worker": probe_worker,
+PROBES = {"index": probe_index, "listing": probe_listing, "verify": probe_verify, "driver": probe_driver, "worker": probe_worker,
           "plan": probe_plan, "loader": probe_loader}
 
 
