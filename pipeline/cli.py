@@ -55,8 +55,6 @@ def train(
 
         console.print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), end="", highlight=False, markup=False)
         return
-    from ray.train import TrainingFailedError
-
     from pipeline.tracking.publish import RegistrationPending
     from pipeline.tracking.run import TrackingUnreachable
     from pipeline.train.launch import SchedulingError, TrainingInterrupted
@@ -71,8 +69,13 @@ def train(
         fail(str(e))
     except TrainingInterrupted as e:
         _interrupted(e, _resume_command(job, set_, tracking_uri, e.run_name))
-    except TrainingFailedError as e:  # the workers' own traceback is in the message; ours adds nothing
-        fail(f"training failed: {e}")
+    except Exception as e:
+        # Ray Train is imported here, not above: the driver imports it while Ray starts (train/launch.py).
+        from ray.train import TrainingFailedError
+
+        if isinstance(e, TrainingFailedError):  # the workers' own traceback is in the message; ours adds nothing
+            fail(f"training failed: {e}")
+        raise
     champion = " (alias champion)" if out.became_champion else ""
     console.print(f"[green]done[/] run {out.run_name}")
     console.print(f"  MLflow run      {out.run_id}  at {out.tracking_uri}")

@@ -13,9 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
-
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 100_000  # metric points kept during an outage (~10 MB); the oldest go first
@@ -26,12 +24,25 @@ IDLE_WAKE_S = 1.0  # the sender wakes at least this often to retry what is buffe
 MAX_BACKOFF_S = 30.0
 
 
+class Point(NamedTuple):
+    """One metric point as the loop records it; made an mlflow Metric only when sent."""
+    key: str
+    value: float
+    timestamp: int  # ms
+    step: int
+
+
 class RunLogger:
+    """Importing mlflow takes seconds of CPU (~1.5 s on a quiet core); rank 0 used to pay it before its
+    first step while the other ranks waited at the first collective. The sender thread now imports it
+    when it first sends, so the loop never does."""
+
     def __init__(self, tracking_uri: str, run_id: str, *, patience_s: float = DEFAULT_PATIENCE_S):
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
+        self._client = None  # MlflowClient, made by the sender thread (see the class's note)
         self.run_id = run_id
         self.patience_s = patience_s  # the job's tracking.patience_s
-        self.pending: deque[Metric] = deque(maxlen=MAX_PENDING)
+        self.pending: deque[Point] = deque(maxlen=MAX_PENDING)
         self.pending_images: deque[tuple[bytes, str]] = deque(maxlen=MAX_PENDING_IMAGES)
         self.down_since: float | None = None
         self._lock = threading.Lock()  # guards both buffers between the loop and the sender
@@ -44,7 +55,7 @@ class RunLogger:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        points = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        points = [Point(k, float(v), now, step) for k, v in metrics.items()]
         with self._lock:
             self.pending.extend(points)
         self._wake.set()
@@ -64,6 +75,14 @@ class RunLogger:
         self._sender.join(timeout=self.patience_s + 120.0)
 
     # -- the sender thread -------------------------------------------------------------------------
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
 
     def _send_loop(self) -> None:
         sent, backoff, deadline = True, IDLE_WAKE_S, None
@@ -91,7 +110,9 @@ class RunLogger:
         try:
             while batch := self._take(BATCH):
                 try:
-                    self.client.log_batch(self.run_id, metrics=batch)
+                    from mlflow.entities import Metric
+
+                    self.client.log_batch(self.run_id, metrics=[Metric(*p) for p in batch])
                 except BaseException:
                     self._put_back(batch)
                     raise
@@ -113,11 +134,11 @@ class RunLogger:
             self.down_since = None
         return True
 
-    def _take(self, n: int) -> list[Metric]:
+    def _take(self, n: int) -> list[Point]:
         with self._lock:
             return [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
 
-    def _put_back(self, batch: list[Metric]) -> None:
+    def _put_back(self, batch: list[Point]) -> None:
         # In front of what arrived meanwhile, in order; over the bound, the oldest points go.
         with self._lock:
             merged = batch + list(self.pending)

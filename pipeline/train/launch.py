@@ -4,6 +4,7 @@ Everything that can fail cheaply (spec, shards, tracking store) fails here, befo
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 from pipeline.checkpoints import generator_from_checkpoint, location, storage
 from pipeline.spec import JobSpec, with_absolute_paths, with_classes
+from pipeline.train.background import Background
 from pipeline.tracking import names
 from pipeline.tracking.run import check_reachable, end_run, open_run, resolve_tracking_uri
 
@@ -81,28 +83,28 @@ def train(spec: JobSpec, *, run_name: str | None = None, resume: str | None = No
     timeline.mark("data_checked")
     tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri)
     check_reachable(tracking_uri)  # a server that is down: one line now, not minutes of MLflow retries
-    if resume is not None:
-        if run_name not in (None, resume):
-            raise runs.ResumeError(f"--resume {resume} continues that run under its own name; drop --name {run_name}")
-        run_name = resume
-        run_id = runs.reopen(spec, tracking_uri, resume, manifest_sha=manifest_sha)
-    else:
-        run_name = run_name or runs.new_run_name(spec)
-        if runs.run_folder_exists(spec, run_name):
-            # Ray Train would silently continue that folder's last checkpoint under a new MLflow run.
-            raise runs.ResumeError(
-                f"run {run_name!r} already exists in {spec.checkpoint.storage_path}; continue it with "
-                f"--resume {run_name}, or choose another --name"
-            )
-        run_id = open_run(
-            tracking_uri=tracking_uri, experiment=spec.tracking.experiment, run_name=run_name,
-            tags={names.JOB: spec.name, names.DATA_SHA256: manifest_sha, names.SPEC_SHA256: spec.sha256()},
-            resolved_spec=spec.model_dump(mode="json"),
-        )
-    timeline.mark("run_open")
-    storage_path, fs = storage(spec.checkpoint.storage_path, spec.checkpoint.endpoint_url)
-    started_ray = init_ray(spec.scaling.start_timeout_s)
+    # Ray starts while the driver opens the MLflow run and imports the trainer: a local Ray is seconds
+    # of waiting for its processes, the run and the imports are seconds of the driver's own CPU, so
+    # they overlap (started after the checks above, so a broken data set or store still takes no Ray).
+    # Ray starts in this thread, the run in the other: Ray's processes die with the thread that
+    # started them (PR_SET_PDEATHSIG follows the parent thread), so ray.init must not run in a thread
+    # that ends.
+    opening = Background(_open_run_and_import, spec, run_name=run_name, resume=resume, tracking_uri=tracking_uri,
+                         manifest_sha=manifest_sha, timeline=timeline, name="open-run")
+    try:
+        started_ray = init_ray(spec.scaling.start_timeout_s)
+    except BaseException:
+        with contextlib.suppress(BaseException):  # Ray's own error is the one to report; the run fails with it
+            run_name, run_id = opening.result()
+            end_run(tracking_uri, run_id, "FAILED")
+        raise
     timeline.mark("ray_ready")
+    try:
+        run_name, run_id = opening.result()
+    except BaseException:
+        _stop_ray(started_ray)  # the run could not open: leave no Ray of ours behind
+        raise
+    storage_path, fs = storage(spec.checkpoint.storage_path, spec.checkpoint.endpoint_url)
     worker_config = WorkerConfig(
         spec=spec.model_dump(mode="json"), tracking_uri=tracking_uri, run_id=run_id, manifest_sha256=manifest_sha,
         record_keys=record_keys,
@@ -112,10 +114,7 @@ def train(spec: JobSpec, *, run_name: str | None = None, resume: str | None = No
                       timeline=timeline)
     except KeyboardInterrupt:
         end_run(tracking_uri, run_id, "KILLED")
-        if started_ray:  # our local Ray: stop it, and the workers with it, now rather than at exit
-            import ray
-
-            ray.shutdown()
+        _stop_ray(started_ray)  # our local Ray: stop it, and the workers with it, now rather than at exit
         raise TrainingInterrupted(run_name=run_name, run_id=run_id, steps=spec.train.steps,
                                   checkpoint_step=runs.last_checkpoint_step(spec, run_name)) from None
     except BaseException as e:
@@ -126,6 +125,46 @@ def train(spec: JobSpec, *, run_name: str | None = None, resume: str | None = No
     version, champion, model_uri = _publish(result, spec, run_id=run_id, tracking_uri=tracking_uri, manifest_sha=manifest_sha)
     end_run(tracking_uri, run_id, "FINISHED")
     return TrainOutcome(run_id, run_name, tracking_uri, result.checkpoint.path, version, champion, model_uri)
+
+
+def _open_run_and_import(spec: JobSpec, *, timeline, **kwargs) -> tuple[str, str]:
+    """_open_run, then build_trainer's imports (torch, Ray Train: seconds), while Ray starts."""
+    opened = _open_run(spec, **kwargs)
+    timeline.mark("run_open")
+    importlib.import_module("ray.train.torch")
+    timeline.mark("trainer_imported")
+    return opened
+
+
+def _open_run(spec: JobSpec, *, run_name: str | None, resume: str | None, tracking_uri: str,
+              manifest_sha: str) -> tuple[str, str]:
+    """(run name, MLflow run id): a new run, or the unfinished run `resume` marked RUNNING again."""
+    from pipeline.train import runs
+
+    if resume is not None:
+        if run_name not in (None, resume):
+            raise runs.ResumeError(f"--resume {resume} continues that run under its own name; drop --name {run_name}")
+        return resume, runs.reopen(spec, tracking_uri, resume, manifest_sha=manifest_sha)
+    run_name = run_name or runs.new_run_name(spec)
+    if runs.run_folder_exists(spec, run_name):
+        # Ray Train would silently continue that folder's last checkpoint under a new MLflow run.
+        raise runs.ResumeError(
+            f"run {run_name!r} already exists in {spec.checkpoint.storage_path}; continue it with "
+            f"--resume {run_name}, or choose another --name"
+        )
+    run_id = open_run(
+        tracking_uri=tracking_uri, experiment=spec.tracking.experiment, run_name=run_name,
+        tags={names.JOB: spec.name, names.DATA_SHA256: manifest_sha, names.SPEC_SHA256: spec.sha256()},
+        resolved_spec=spec.model_dump(mode="json"),
+    )
+    return run_name, run_id
+
+
+def _stop_ray(started_here: bool) -> None:
+    if started_here:
+        import ray
+
+        ray.shutdown()
 
 
 def _scheduling_failure(error: BaseException) -> bool:
@@ -223,7 +262,6 @@ def _fit(spec: JobSpec, worker_config: dict, *, run_name, storage_path, fs, show
     timeline = timeline or Timeline()
     progress = Queue(maxsize=10_000) if show_progress else None
     timeline.mark("progress_queue")  # an actor: a worker process of Ray's takes it
-    importlib.import_module("ray.train.torch")  # build_trainer's imports (torch, Ray Train), timed on their own
     timeline.mark("fit")  # Ray Train starts
     worker_config = {**worker_config, "progress": progress, "startup": timeline.marks}
     trainer = build_trainer(spec, worker_config, run_name=run_name, storage_path=storage_path, fs=fs)
