@@ -9,14 +9,28 @@ real stats) → frechet, manifold, memorization (the maths). Each module has one
 them together.
 """
 
-from .classifier import FeatureCNN, features, train_classifier
-from .config import EvalSpec, evaluator_key, extractor_key
-from .evaluate import evaluate
-from .extractors import Extractor, InceptionWeightsMismatch, InceptionWeightsMissing, load_extractor
-from .frechet import feature_stats, frechet_distance, kernel_inception_distance
-from .manifold import knn_radii, precision_recall
-from .memorization import heldout_mask, is_heldout, memorization_share
-from .reference import reference_stats
+import importlib
+
+# Where each name lives. Imported on first use (PEP 562), not here: the job spec imports
+# pipeline.eval.config, and importing this package must not import torch with it (rules.py says why).
+_WHERE = {
+    "FeatureCNN": "classifier", "features": "classifier", "train_classifier": "classifier",
+    "EvalSpec": "config", "evaluator_key": "config", "extractor_key": "config",
+    "evaluate": "evaluate",
+    "Extractor": "extractors", "InceptionWeightsMismatch": "extractors", "InceptionWeightsMissing": "extractors",
+    "load_extractor": "extractors",
+    "feature_stats": "frechet", "frechet_distance": "frechet", "kernel_inception_distance": "frechet",
+    "knn_radii": "manifold", "precision_recall": "manifold",
+    "heldout_mask": "memorization", "is_heldout": "memorization", "memorization_share": "memorization",
+    "reference_stats": "reference",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EvalSpec", "extractor_key", "evaluator_key", "precision_recall", "knn_radii",

@@ -16,9 +16,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .manifold import NHOOD_K
-from .memorization import MAX_SAMPLES as MEMORIZATION_SAMPLES
-from .memorization import MEMORIZATION_QUANTILE, SPLIT_RULE, VIEWS_RULE
+from pipeline.data.split import SPLIT_RULE
+
+from .rules import MEMORIZATION_QUANTILE, MEMORIZATION_SAMPLES, NHOOD_K, VIEWS_RULE  # torch-free (rules.py)
 
 # Bump when a code change alters the features an unchanged spec produces (architecture, training
 # recipe, preprocessing): old cache entries then stop matching instead of being silently reused.

@@ -16,7 +16,7 @@ from .config import EvalSpec, evaluator_key, extractor_key
 from .extractors import load_extractor
 from .frechet import feature_stats, frechet_distance, kernel_inception_distance
 from .manifold import NHOOD_K, precision_recall
-from .memorization import MAX_SAMPLES as MEMORIZATION_SAMPLES
+from .rules import MEMORIZATION_SAMPLES
 from .memorization import MemorizationUndefined, heldout_mask, memorization_share, threshold, view_distance
 from .reference import real_manifold, reference_stats
 

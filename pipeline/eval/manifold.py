@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-NHOOD_K = 3
+from .rules import NHOOD_K
+
 CHUNK_ELEMENTS = 1 << 24  # distances per chunk: 64 MiB of float32
 
 

@@ -67,13 +67,10 @@ from torch import Tensor
 from pipeline.data.split import SPLIT_RULE, is_heldout  # noqa: F401  (the split is the data plane's)
 
 from .manifold import nn_distance
+from .rules import MEMORIZATION_QUANTILE, VIEW_SHIFTS  # and VIEWS_RULE, MEMORIZATION_SAMPLES (MAX_SAMPLES above)
 
-MEMORIZATION_QUANTILE = 0.05
 MIN_HELDOUT = 20  # at q = 5%, the quantile then interpolates between the two smallest distances at worst
-VIEW_SHIFTS = (1, 2, 3)  # px, each way, along one axis at a time
-VIEWS_RULE = "min over {identity, hflip} x {no shift, +-1..3 px along x, +-1..3 px along y}, edges replicated"
 NUM_VIEWS = 2 * (1 + 4 * len(VIEW_SHIFTS))  # 26
-MAX_SAMPLES = 1000  # generated samples the share is taken over (each costs NUM_VIEWS extractor passes)
 
 
 def shift(images: Tensor, dx: int, dy: int) -> Tensor:

@@ -33,3 +33,10 @@ def test_rank0s_logger_leaves_mlflow_to_its_sender(tmp_path):
     code = ("from pipeline.tracking.run_logger import RunLogger\n"
             f"RunLogger('sqlite:///{tmp_path}/m.db', '0' * 32, patience_s=1)")
     assert _loaded(code, ("mlflow",)) == []
+
+
+def test_the_spec_and_the_drivers_checks_import_nothing_heavy():
+    # `ganpipe train` validates the spec and checks the shards before Ray starts; torch, mlflow and Ray
+    # Train are imported after that, in the thread that runs while Ray starts (train/launch.py).
+    code = "import pipeline.spec, pipeline.train.launch, pipeline.data.manifest, pipeline.train.runs"
+    assert _loaded(code, HEAVY) == []
