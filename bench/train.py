@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from bench.startup import PARTS, part  # noqa: E402
 from bench.train_reference import bare_loop, ddp_pair, ray_pair, recipe_from_job  # noqa: E402
 from pipeline.spec import TrainSpec, load_job  # noqa: E402
 
@@ -128,8 +129,11 @@ def ganpipe_train(workdir: Path, data: Path, *, name: str, workers: int, steps: 
     seen = sorted(client.get_metric_history(run_id, "samples_seen"), key=lambda m: m.step)
     rate = {m.step: m.value for m in client.get_metric_history(run_id, "samples_per_s")}
     windows = [(b.step, (b.timestamp - a.timestamp) / 1000) for a, b in zip(seen, seen[1:]) if b.step - a.step == log_every]
-    run_opened = client.get_run(run_id).info.start_time / 1000 - started  # spec, data checks, MLflow: before Ray
+    run = client.get_run(run_id)
+    run_opened = run.info.start_time / 1000 - started  # spec, data checks, MLflow (Ray starts meanwhile)
+    startup = {k.removeprefix("startup/").removesuffix("_s"): v for k, v in run.data.metrics.items() if k.startswith("startup/")}
     return {
+        "startup": {**startup, "driver_process": 0.0},  # the parts of (d), as bench/startup.py splits them
         "run_opened": run_opened,
         "windows": windows,  # (last step of the window, seconds)
         "metric_rate": rate,
@@ -255,6 +259,9 @@ def print_tables(args, *, runs: dict, first: dict, c: float, c2: float, c3: floa
     print(f"| (c2) bare DDP pair, 2 processes, samples/s | {per_s(c2):,.0f} |")
     print(f"| (c3) the same pair started by Ray Train's TorchTrainer, samples/s | {per_s(c3):,.0f} |")
     print(f"| (d) ganpipe train start → first completed step, s | {d:.1f} (MLflow run open at {first['run_opened']:.1f}) |")
+    for label, a, b in PARTS:  # one run: bench/startup.py takes the median of several
+        if (secs := part(first["startup"], a, b)) is not None:
+            print(f"| (d) of which {label}, s | {secs:.1f} |")
     for key, gbs in rss.items():
         print(f"| (d) peak RSS per Ray Train worker, run {LABELS[key]}, GB | {', '.join(f'{g:.2f}' for g in gbs)} |")
     print(f"| (e) checkpoint every {checkpoint_default} steps, share of step time | {e:.1%} ({len(extra)} checkpoints) |")
