@@ -45,6 +45,7 @@ class RunLogger:
         self.pending: deque[Point] = deque(maxlen=MAX_PENDING)
         self.pending_images: deque[tuple[bytes, str]] = deque(maxlen=MAX_PENDING_IMAGES)
         self.down_since: float | None = None
+        self._inflight = 0  # points taken from `pending` by the sender, not yet confirmed sent
         self._lock = threading.Lock()  # guards both buffers between the loop and the sender
         self._wake = threading.Event()  # the loop added something
         self._closed = threading.Event()  # close() was called: send what is left, then stop
@@ -64,6 +65,22 @@ class RunLogger:
         with self._lock:
             self.pending_images.append((png, artifact_file))
         self._wake.set()
+
+    def wait_sent(self, timeout_s: float) -> bool:
+        """Wait until every metric point logged so far is in MLflow (True), or until the sender
+        knows the server is down or `timeout_s` has passed (False). Called before a checkpoint is
+        reported, so that a checkpoint implies its steps' metrics are stored: a run resumed from it
+        after its driver died has no other copy of them. A known outage returns at once (it never
+        stalls training); a server that has just gone quiet costs at most `timeout_s`, once."""
+        deadline = time.monotonic() + timeout_s
+        self._wake.set()
+        while True:
+            with self._lock:
+                if not self.pending and not self._inflight:
+                    return True
+            if self.down_since is not None or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     def close(self) -> None:
         """At the end of training, wait out an outage (with backoff) rather than drop what is
@@ -116,6 +133,8 @@ class RunLogger:
                 except BaseException:
                     self._put_back(batch)
                     raise
+                with self._lock:
+                    self._inflight = 0
             while self.pending_images:
                 png, name = self.pending_images[0]
                 from PIL import Image
@@ -136,11 +155,14 @@ class RunLogger:
 
     def _take(self, n: int) -> list[Point]:
         with self._lock:
-            return [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
+            taken = [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
+            self._inflight = len(taken)
+            return taken
 
     def _put_back(self, batch: list[Point]) -> None:
         # In front of what arrived meanwhile, in order; over the bound, the oldest points go.
         with self._lock:
+            self._inflight = 0
             merged = batch + list(self.pending)
             self.pending.clear()
             self.pending.extend(merged[-MAX_PENDING:])

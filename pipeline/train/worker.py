@@ -37,6 +37,9 @@ from pipeline.train.worker_config import WorkerConfig
 
 log = logging.getLogger(__name__)
 _IMPORTED = time.time()
+# How long rank 0 waits, at a checkpoint, for a slow but answering tracking server to take the
+# metrics logged so far (a known outage is not waited for: run_logger.RunLogger.wait_sent).
+CHECKPOINT_SEND_WAIT_S = 30.0
 
 
 def _ddp(module: torch.nn.Module) -> torch.nn.Module:
@@ -94,12 +97,14 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
         class_strength=spec.model.class_strength,
     )
     logger = scorer = None
-    logged_through = 0  # steps up to here are in MLflow already (a resumed run): not sent twice
+    # Steps up to here are in MLflow already (a resumed run): not sent twice. The step metrics and
+    # the scores are logged by separate calls (an eval takes seconds), so each has its own mark.
+    logged_through = {names.SAMPLES_SEEN: 0, names.EVAL_FD: 0}
     if rank == 0:
         logger = _rank0_logger(config, spec)
         scorer = _rank0_scorer(spec, config, device)
         if start:
-            logged_through = _logged_through(config)
+            logged_through = _logged_through(config, logged_through)
             logger.log_metrics({names.RESUMED_FROM_STEP: start}, step=start)
     timeline.mark("rank0_ready")
     recorder = _KeyRecorder(config.record_keys, rank, start) if config.record_keys else None
@@ -120,7 +125,7 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
         timeline.mark("first_step")
         window.add(stats)
         done = step + 1
-        fresh = done > logged_through
+        fresh = done > logged_through[names.SAMPLES_SEEN]
         if done % t.log_every == 0 or done == t.steps:
             metrics = _log_step_metrics(window, batches, world, consumed, t.global_batch)
             if logger is not None and fresh:
@@ -136,9 +141,13 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
         scores = {}
         if scorer is not None and ((t.eval_every and done % t.eval_every == 0) or done == t.steps):
             scores = _score(scorer, parts, spec.model)
-            if fresh:
+            if done > logged_through[names.EVAL_FD]:
                 logger.log_metrics(scores, step=done)
         if done % t.checkpoint_every == 0 or done == t.steps:
+            if logger is not None:
+                # A checkpoint must imply its steps' metrics are stored: a driver killed after it
+                # would otherwise take the unsent ones along, and the resumed run starts past them.
+                logger.wait_sent(CHECKPOINT_SEND_WAIT_S)
             _report(parts, done, batches, consumed, spec, rank, device, scores)
     if recorder is not None:
         recorder.close()
@@ -176,16 +185,18 @@ def _report(parts: GanParts, step: int, batches, consumed: int, spec: JobSpec, r
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
 
 
-def _logged_through(config: WorkerConfig) -> int:
-    """The last step whose metrics reached MLflow before this (re)start; 0 when unknown."""
+def _logged_through(config: WorkerConfig, keys: dict[str, int]) -> dict[str, int]:
+    """For each key standing for a group of metrics logged together, the last step MLflow held
+    before this (re)start. The sender keeps order, so MLflow holds a prefix of each group's steps.
+    0 when unknown."""
     from mlflow.tracking import MlflowClient
 
+    client = MlflowClient(tracking_uri=config.tracking_uri)
     try:
-        history = MlflowClient(tracking_uri=config.tracking_uri).get_metric_history(config.run_id, names.SAMPLES_SEEN)
+        return {key: max((int(m.step) for m in client.get_metric_history(config.run_id, key)), default=0) for key in keys}
     except Exception as e:  # an outage: log again rather than stall; duplicates are the lesser harm
         log.warning("could not read the run's metric history (%s); steps since the checkpoint may be logged twice", e)
-        return 0
-    return max((int(m.step) for m in history), default=0)
+        return dict(keys)
 
 
 class _KeyRecorder:

@@ -60,3 +60,30 @@ def test_everything_logged_arrives_in_order_on_a_real_store(tmp_path):
     history = client.get_metric_history(run_id, "loss")
     assert [m.step for m in history] == list(range(1, 2501))
     assert [a.path for a in client.list_artifacts(run_id, "samples")] == ["samples/step_0002500.png"]
+
+
+def test_wait_sent_returns_once_the_points_are_stored_and_never_waits_out_a_known_outage(tmp_path, monkeypatch):
+    """Rank 0 calls wait_sent before a checkpoint: True means MLflow holds every point logged so far;
+    a server known to be down makes it return False at once, not after its timeout."""
+    import time
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    logger = RunLogger(uri, run_id, patience_s=5)
+    logger.log_metrics({"samples_seen": 8.0, "loss": 0.5}, step=4)
+    assert logger.wait_sent(60)
+    assert [m.step for m in client.get_metric_history(run_id, "samples_seen")] == [4]  # stored, not queued
+    logger.close()
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    down = RunLogger(f"http://127.0.0.1:{closed}", "0123456789abcdef", patience_s=0.5)
+    down.log_metrics({"loss": 1.0}, step=1)
+    assert not down.wait_sent(60)  # returns when the first send fails
+    t0 = time.monotonic()
+    down.log_metrics({"loss": 2.0}, step=2)
+    assert not down.wait_sent(60) and time.monotonic() - t0 < 1.0  # the outage is known: no wait
+    down.close()
