@@ -119,3 +119,32 @@ def test_without_the_check_the_job_fails_there_and_no_secret_lands_in_ray_logs(b
     agent_log = b"".join(data for name, data in places if name.endswith("runtime_env_agent.log"))
     assert env["MLFLOW_TRACKING_URI"].encode() in agent_log
     assert occurrences(places) == []
+
+
+def test_a_schedule_tick_checks_the_cluster_before_submitting(bare_head, bare_python, tiny_root, tmp_path):
+    """`ganpipe schedule tick` runs submit's check before it submits: refused in one line, nothing
+    submitted or recorded; with --no-check-cluster the tick submits (and the job would die there)."""
+    import yaml
+
+    from pipeline.ops.state import ScheduleState
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    path = tmp_path / "checked.yaml"
+    path.write_text(yaml.safe_dump({"name": "checked", "cron": "* * * * *", "job": "jobs/quickstart.yaml", "data": tiny_root,
+                                    "set": [f"tracking.tracking_uri={uri}", f"checkpoint.storage_path={tmp_path / 'runs'}"]}))
+    jobs = JobSubmissionClient(bare_head.dashboard_url)
+    before = {j.submission_id for j in jobs.list_jobs()}
+
+    r = ganpipe("schedule", "tick", str(path), "--address", bare_head.dashboard_url, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{bare_python} " in errors[0] and "lacks typer, " in errors[0], r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and "submitted" not in r.stdout
+    new = [j for j in jobs.list_jobs() if j.submission_id not in before]
+    assert [j.metadata for j in new] == [{"ganpipe_check": "1"}], new  # the check job only
+    assert ScheduleState(uri, "checked").records() == []  # nothing to reconcile at the next tick
+
+    r = ganpipe("schedule", "tick", str(path), "--address", bare_head.dashboard_url, "--no-check-cluster", timeout=120)
+    assert r.returncode == 0 and "submitted checked-" in r.stdout, r.stdout + r.stderr
+    new = [j for j in jobs.list_jobs() if j.submission_id not in before]
+    assert sorted(j.metadata.get("schedule", "check") for j in new) == ["check", "checked"], new
