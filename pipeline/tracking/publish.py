@@ -12,11 +12,13 @@ import json
 import logging
 import shlex
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from pipeline.spec import JobSpec
 from pipeline.tracking import names
+
+if TYPE_CHECKING:  # an annotation only: `ganpipe train` imports RegistrationPending from here before
+    from torch import nn  # Ray starts, and torch's import belongs in the thread that overlaps Ray's start
 
 log = logging.getLogger(__name__)
 

@@ -38,5 +38,7 @@ def test_rank0s_logger_leaves_mlflow_to_its_sender(tmp_path):
 def test_the_spec_and_the_drivers_checks_import_nothing_heavy():
     # `ganpipe train` validates the spec and checks the shards before Ray starts; torch, mlflow and Ray
     # Train are imported after that, in the thread that runs while Ray starts (train/launch.py).
-    code = "import pipeline.spec, pipeline.train.launch, pipeline.data.manifest, pipeline.train.runs"
+    # What cli.train imports before it calls launch.train, and what that imports before Ray starts:
+    code = ("import pipeline.spec, pipeline.train.launch, pipeline.data.manifest, pipeline.train.runs, "
+            "pipeline.tracking.publish, pipeline.tracking.run, pipeline.data.errors, pipeline.train.startup")
     assert _loaded(code, HEAVY) == []
