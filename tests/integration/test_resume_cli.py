@@ -125,9 +125,11 @@ def _alive(tree: dict[int, str]) -> list[str]:
     return [f"{pid} {cmd.strip()[:120]}" for pid, (_, cmd) in processes().items() if pid in tree and not cmd.startswith(SLOW_TO_GO)]
 
 
-def _continue(command: str, log: Path) -> str:
-    """Run a printed command verbatim, as pasted into a shell."""
-    r = subprocess.run(command, shell=True, cwd=REPO, env=_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT, timeout=600)
+def _continue(command: str, log: Path, ray_address: str) -> str:
+    """Run a printed command verbatim, as pasted into a shell. It joins this session's Ray (as a
+    user's resume joins a cluster at $RAY_ADDRESS) rather than start one: tens of seconds saved."""
+    env = {**_env(), "RAY_ADDRESS": ray_address}
+    r = subprocess.run(command, shell=True, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, timeout=600)
     output = log.read_text()
     assert r.returncode == 0, output[-3000:]
     return output
@@ -157,7 +159,7 @@ def _assert_continued(root: Path, name: str, output: str, run_id: str, reference
     assert (images - reference["images"]).abs().max().item() <= 1e-6, "the registered generator differs"
 
 
-def test_ctrl_c_in_a_terminal_then_the_printed_command(root, reference):
+def test_ctrl_c_in_a_terminal_then_the_printed_command(root, reference, ray_local):
     name = "tty"
     spec = load_job(REPO / "jobs/quickstart.yaml", _overrides(root, f"gan-{name}"))
     master, slave = os.openpty()
@@ -210,11 +212,11 @@ def test_ctrl_c_in_a_terminal_then_the_printed_command(root, reference):
     (run,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id], f"tags.`mlflow.runName` = '{name}'")
     assert run.info.status == "KILLED"
 
-    output = _continue(command, root / f"{name}-resumed.log")
+    output = _continue(command, root / f"{name}-resumed.log", ray_local.get_runtime_context().gcs_address)
     _assert_continued(root, name, output, run.info.run_id, reference)
 
 
-def test_killed_driver_then_the_command_ganpipe_runs_prints(root, reference):
+def test_killed_driver_then_the_command_ganpipe_runs_prints(root, reference, ray_local):
     name = "crash"
     spec = load_job(REPO / "jobs/quickstart.yaml", _overrides(root, f"gan-{name}"))
     log = root / f"{name}.log"
@@ -243,5 +245,5 @@ def test_killed_driver_then_the_command_ganpipe_runs_prints(root, reference):
                           text=True, timeout=120)
     assert runs.returncode == 0, runs.stdout + runs.stderr
     command = next(line.strip() for line in runs.stdout.splitlines() if line.strip().endswith(f"--resume {name}"))
-    output = _continue(command, root / f"{name}-resumed.log")
+    output = _continue(command, root / f"{name}-resumed.log", ray_local.get_runtime_context().gcs_address)
     _assert_continued(root, name, output, run.info.run_id, reference)
