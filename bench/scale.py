@@ -173,16 +173,21 @@ def plan_table(env: dict, roots: dict[int, str], lo: int, hi: int) -> None:
 
 def loader_table(env: dict, roots: dict[int, str], hi: int, loader_samples: int) -> None:
     one = run(env, "loader", roots[hi], hi, 0, 1, loader_samples)
+    served = server_cpu()
     pair = [result(p) for p in [probe(env, "loader", roots[hi], hi, r, 2, loader_samples) for r in range(2)]]
+    served = server_cpu() - served
     rate1 = one["samples"] / one["loop_s"]
-    rate2 = sum(p["samples"] for p in pair) / max(p["loop_s"] for p in pair)
+    n2 = sum(p["samples"] for p in pair)
+    rate2 = n2 / max(p["loop_s"] for p in pair)
     print(f"Loader alone from S3 ({hi:,} shards, loader_workers=0, batch 256; moto serves from a third process):\n")
-    print("| loader | samples/s | CPU s per 1k samples | peak RSS MB |")
-    print("|---|---:|---:|---:|")
-    print(f"| 1 process (1 rank) | {rate1:,.0f} | {1000 * one['cpu'] / one['samples']:.3f} | {one['peak_mb']:.0f} |")
-    cpu2 = sum(p["cpu"] for p in pair) / sum(p["samples"] for p in pair)
-    print(f"| 2 processes (2 ranks) | {rate2:,.0f} | {1000 * cpu2:.3f} | {max(p['peak_mb'] for p in pair):.0f} |")
-    print(f"| 2 / 1 | {rate2 / rate1:.2f} | | |")
+    print("| loader | samples/s | loader CPU s per 1k samples | server CPU s per 1k samples | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| 1 process (1 rank) | {rate1:,.0f} | {1000 * one['cpu'] / one['samples']:.3f} "
+          f"| {1000 * one['server_cpu'] / one['samples']:.3f} | {one['peak_mb']:.0f} |")
+    cpu2 = sum(p["cpu"] for p in pair) / n2
+    print(f"| 2 processes (2 ranks) | {rate2:,.0f} | {1000 * cpu2:.3f} | {1000 * served / n2:.3f} "
+          f"| {max(p['peak_mb'] for p in pair):.0f} |")
+    print(f"| 2 / 1 | {rate2 / rate1:.2f} | | | |")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ check_shards (before every training run) and `data index` over a brace pattern a
 shard. At 1,000 shards, HEADs cost 1,000 round trips (and 1,000 billed requests); listing the key
 range they fall in costs one. Listing pays only when the wanted keys are a fair share of the range
 listed, so a handful of keys (a test, a pattern naming 3 shards of a bucket holding millions) is
-still HEADed, and the listing stops at the last wanted key.
+still HEADed, and the listing covers only the range from the first wanted key to the last.
 """
 
 from __future__ import annotations
@@ -48,9 +48,16 @@ def _listed(bucket: str, urls: list[str], endpoint_url: str | None) -> dict[str,
     from pipeline.data import s3
 
     keys = {url[len("s3://") + len(bucket) + 1:]: url for url in urls}
-    prefix, last = os.path.commonprefix(list(keys)), max(keys)
+    prefix, first, last = os.path.commonprefix(list(keys)), min(keys), max(keys)
     out: dict[str, ObjectInfo | None] = dict.fromkeys(urls)
-    pages = s3.client(endpoint_url).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    # Start just before the smallest wanted key (StartAfter is exclusive: the key with its last
+    # character one lower sorts before it), so shards 900-999 of 1,000 list 100 keys, not 1,000.
+    start = {"StartAfter": first[:-1] + chr(ord(first[-1]) - 1)} if first and ord(first[-1]) > 0 else {}
+    # Pages no longer than the wanted keys: 300 contiguous shards list 300 keys, not a page of 1,000.
+    paging = {"PageSize": min(1000, len(keys))}
+    pages = s3.client(endpoint_url).get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig=paging, **start
+    )
     try:
         for page in pages:
             contents = page.get("Contents", [])

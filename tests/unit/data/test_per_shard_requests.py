@@ -24,7 +24,7 @@ class CountingS3:
 
     def __init__(self, objects: dict[str, int], page: int = 1000):
         self.objects, self.page = dict(sorted(objects.items())), page
-        self.heads = self.pages = 0
+        self.heads = self.pages = self.listed = 0
 
     def head_object(self, Bucket, Key):
         self.heads += 1
@@ -36,11 +36,13 @@ class CountingS3:
         assert name == "list_objects_v2"
         return self
 
-    def paginate(self, Bucket, Prefix):
-        keys = [k for k in self.objects if k.startswith(Prefix)]
-        for start in range(0, len(keys), self.page):
+    def paginate(self, Bucket, Prefix, StartAfter="", PaginationConfig=None):
+        keys = [k for k in self.objects if k.startswith(Prefix) and k > StartAfter]
+        page = min(self.page, (PaginationConfig or {}).get("PageSize", self.page))
+        for start in range(0, len(keys), page):
             self.pages += 1
-            yield {"Contents": [{"Key": k, "Size": self.objects[k], "ETag": '"etag"'} for k in keys[start : start + self.page]]}
+            self.listed += len(keys[start : start + page])
+            yield {"Contents": [{"Key": k, "Size": self.objects[k], "ETag": '"etag"'} for k in keys[start : start + page]]}
 
 
 @pytest.fixture
@@ -58,6 +60,19 @@ def test_many_shards_are_listed_not_headed(fake_s3):
     assert [i.size for i in infos] == [2048] * 1500
     # 1,500 keys out of 5,000 listed: 2 pages, then the listing stops past the last wanted key.
     assert (fake_s3.heads, fake_s3.pages) == (0, 2)
+
+
+def test_listing_starts_at_the_first_wanted_key(fake_s3):
+    urls = [f"s3://b/data/shard-{i:06d}.tar" for i in range(3000, 3900)]
+    assert all(i.size == 2048 for i in stat_many(urls))
+    assert (fake_s3.heads, fake_s3.pages) == (0, 1)  # from the prefix "data/shard-00" it would be 4
+    assert fake_s3.listed == 900  # pages as long as the wanted keys, not 1,000
+
+
+def test_a_few_hundred_shards_list_about_that_many_keys(fake_s3):
+    urls = [f"s3://b/data/shard-{i:06d}.tar" for i in range(300)]
+    assert all(i.size == 2048 for i in stat_many(urls))
+    assert (fake_s3.pages, fake_s3.listed) == (1, 300)
 
 
 def test_absent_shards_in_a_listing_are_none(fake_s3):
