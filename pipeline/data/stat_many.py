@@ -9,6 +9,7 @@ still HEADed, and the listing covers only the range from the first wanted key to
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -33,22 +34,25 @@ def stat_many(urls: list[str], endpoint_url: str | None = None) -> list[ObjectIn
         else:
             found[url] = store.stat(url)
     for bucket, group in by_bucket.items():
-        if len(group) >= LIST_FROM:
-            found.update(_listed(bucket, group, endpoint_url))
-        else:
-            with ThreadPoolExecutor(max_workers=HEAD_THREADS) as pool:
-                found.update(zip(group, pool.map(lambda u: store.stat(u, endpoint_url=endpoint_url), group)))
+        found.update(_listed(bucket, group, endpoint_url) if len(group) >= LIST_FROM else _headed(group, endpoint_url))
     return [found[url] for url in urls]
 
 
+def _headed(urls: list[str], endpoint_url: str | None) -> dict[str, ObjectInfo | None]:
+    with ThreadPoolExecutor(max_workers=HEAD_THREADS) as pool:
+        return dict(zip(urls, pool.map(lambda u: store.stat(u, endpoint_url=endpoint_url), urls)))
+
+
 def _listed(bucket: str, urls: list[str], endpoint_url: str | None) -> dict[str, ObjectInfo | None]:
-    """One paginated listing from the wanted keys' common prefix, stopped past the largest key."""
+    """One paginated listing of the wanted keys' range. A sparse range (a pattern naming every
+    1,000th shard) would list far more keys than it wants: once the pages listed reach the wanted
+    keys still ahead, those are HEADed instead, so the requests stay under twice the HEADs'."""
     import botocore.exceptions  # here, as store.py imports s3: local-only use never loads boto
 
     from pipeline.data import s3
 
     keys = {url[len("s3://") + len(bucket) + 1:]: url for url in urls}
-    prefix, first, last = os.path.commonprefix(list(keys)), min(keys), max(keys)
+    prefix, first = os.path.commonprefix(list(keys)), min(keys)
     out: dict[str, ObjectInfo | None] = dict.fromkeys(urls)
     # Start just before the smallest wanted key (StartAfter is exclusive: the key with its last
     # character one lower sorts before it), so shards 900-999 of 1,000 list 100 keys, not 1,000.
@@ -58,14 +62,22 @@ def _listed(bucket: str, urls: list[str], endpoint_url: str | None) -> dict[str,
     pages = s3.client(endpoint_url).get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=prefix, PaginationConfig=paging, **start
     )
+    wanted, passed = sorted(keys), 0  # wanted[passed:]: the keys the listing has not reached yet
     try:
-        for page in pages:
+        for listed, page in enumerate(pages, start=1):
             contents = page.get("Contents", [])
             for item in contents:
                 if item["Key"] in keys:
                     out[keys[item["Key"]]] = ObjectInfo(size=int(item["Size"]), sha256=None, version=item.get("ETag"))
+            if not contents:
+                break
             # S3 lists in UTF-8 byte order, which is code point order: python's str order.
-            if contents and contents[-1]["Key"] >= last:
+            # An index, not a slice: slicing per page would copy the wanted list 1,000 times for a million.
+            passed = bisect.bisect_right(wanted, contents[-1]["Key"], lo=passed)
+            if passed == len(wanted):
+                break
+            if listed >= len(wanted) - passed:
+                out.update(_headed([keys[k] for k in wanted[passed:]], endpoint_url))
                 break
     except botocore.exceptions.ClientError as exc:
         if not s3._is_missing(exc):  # the package's one reading of S3's not-found codes

@@ -75,6 +75,12 @@ def test_a_few_hundred_shards_list_about_that_many_keys(fake_s3):
     assert (fake_s3.pages, fake_s3.listed) == (1, 300)
 
 
+def test_a_sparse_pattern_never_costs_twice_its_heads(fake_s3):
+    urls = [f"s3://b/data/shard-{i:06d}.tar" for i in range(0, 5000, 250)]  # 20 keys over 5,000
+    assert all(i.size == 2048 for i in stat_many(urls))
+    assert fake_s3.heads + fake_s3.pages <= 2 * len(urls)  # listing it all: 250 pages of 20
+
+
 def test_absent_shards_in_a_listing_are_none(fake_s3):
     urls = [f"s3://b/data/shard-{i:06d}.tar" for i in range(4990, 5010)]
     infos = stat_many(urls)
