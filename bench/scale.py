@@ -11,14 +11,15 @@ measures at N/10, 3N/10 and N shards, each probe in a process of its own (bench/
     (make_batches, then its first batch): time and peak RSS;
   - the epoch plan of 2 ranks and one checkpointed data position (bytes);
   - samples/s of the loader alone from S3, 1 process (world 1) and 2 processes (2 ranks).
-It prints each figure beside its growth ratio and the ratio that linear growth (time) or no growth
+Each probe reports wall and CPU seconds, moto's CPU seconds over the same call (from /proc) and
+its peak RSS. It prints each figure beside its growth ratio and the ratio that linear growth (time) or no growth
 (memory) would give, so superlinear growth shows at a glance.
 
-How long: the first run packs the shards (about 6 minutes of CPU for 1,000 shards); after that a
-full run takes about 10 minutes on 2 cores (upload about 1 minute, index and verify of
-100 + 300 + 1,000 shards most of the rest); on a loaded machine (load 10 on 2 cores) it took
-about 30. --shards 100 measures 10/30/100 shards in about 3 minutes (plus a one-time pack);
---only picks measures (e.g. --only driver,listing: about 2 minutes after the upload).
+How long: the first run packs the shards (3.7 CPU-minutes for 1,000 shards; 13 minutes of wall on
+2 busy cores). After that a full run took 13 minutes on 2 cores shared with other work (upload
+35 s; index and verify of 100 + 300 + 1,000 shards most of the rest). --shards 100 measures
+10/30/100 shards in a few minutes (plus its own one-time pack), mostly the probes' imports;
+--only picks measures (--only listing,driver,worker: about 3 minutes with the upload).
 """
 
 from __future__ import annotations
