@@ -4,19 +4,15 @@ The job is jobs/quickstart.yaml's model as it is (DCGAN at 32 px, batch norm in 
 lazy R1, L2, EMA) on 2 workers, in `epoch` sampling mode, on 128 digits (16 steps per epoch), 24
 steps with a checkpoint every 4. One uninterrupted reference run is shared by the module; then
 - a worker is SIGKILLed after the first registered checkpoint: Ray Train restarts the group;
-- the driver process (a separate `python -m pipeline train` with its own local Ray) is SIGKILLed
-  with its whole process group, and `train(..., resume=...)` continues the run;
-- Ctrl-C on a driver: the MLflow run is KILLED and the exact resume command is printed.
-Each resumed run must end with G, D and EMA equal to the reference to 1e-6, in the same MLflow run,
+(the driver SIGKILLed, and Ctrl-C on a driver, are tested through the CLI as typed, with evaluation
+on: test_resume_cli.py.)
+The resumed run must end with G, D and EMA equal to the reference to 1e-6, in the same MLflow run,
 with no metric logged twice, and (worker kill) having trained on each sample of the epoch once.
 """
 from __future__ import annotations
 
 import os
-import shlex
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,9 +25,9 @@ from pipeline.data.pack import pack
 from pipeline.spec import load_job
 from pipeline.tracking import names
 from pipeline.train.launch import train
-from pipeline.train.runs import ResumeError, last_checkpoint_step
+from pipeline.train.runs import last_checkpoint_step
 from pipeline.train.state import TrainState
-from tests.processes import descendants, kill, processes
+from tests.processes import descendants
 
 pytestmark = pytest.mark.integration
 
@@ -138,82 +134,3 @@ def test_killed_worker_resumes_exactly(root, reference, ray_local):
     assert len(epoch0) == SAMPLES and set(epoch0.values()) == {1}
     restarts = {int(line.split()[0]) for f in (root / "keys-wk").glob("rank*.txt") for line in f.read_text().splitlines()}
     assert max(restarts) >= registered, "steps after the checkpoint were trained again from it"
-
-
-def _child(root: Path, name: str, log: Path, *extra: str) -> subprocess.Popen:
-    sets = [a for o in _overrides(root, f"gan-{name}") for a in ("--set", o)]
-    # RAY_ADDRESS=local: the child starts its own Ray (a separate driver cannot share this process's),
-    # in its own process group so that killing the group takes its Ray with it.
-    env = {**os.environ, "RAY_ADDRESS": "local", "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "pipeline", "train", "jobs/quickstart.yaml", *sets, "--name", name, *extra],
-                            cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def test_killed_driver_resumes_exactly(root, reference, ray_local):
-    spec = _spec(root, "gan-drv")
-    uri = spec.tracking.tracking_uri
-    child = _child(root, "drv", root / "drv.log", "--no-progress")
-    try:
-        registered = _wait_for_checkpoint(spec, "drv", lambda: child.poll() is None)
-        tree = descendants(child.pid)
-        os.killpg(child.pid, signal.SIGKILL)  # the driver and the Ray it started: a closed laptop
-        kill(tree)
-        child.wait(30)
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-    assert registered < STEPS, (root / "drv.log").read_text()[-2000:]
-    client = MlflowClient(tracking_uri=uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id], "tags.`mlflow.runName` = 'drv'")
-    assert run.info.status == "RUNNING"  # nobody was left to close it
-
-    from typer.testing import CliRunner
-
-    from pipeline.cli import app
-
-    listed = CliRunner().invoke(app, ["runs", "jobs/quickstart.yaml", *[a for o in _overrides(root, "gan-drv") for a in ("--set", o)]])
-    assert listed.exit_code == 0 and "drv" in listed.output and "--resume drv" in listed.output, listed.output
-    with pytest.raises(ResumeError, match="--resume drv"):
-        train(spec, run_name="drv", show_progress=False)  # a new run never picks up the old folder
-
-    out = train(spec, resume="drv", show_progress=False)
-    assert out.run_id == run.info.run_id and out.run_name == "drv"
-    assert Path(out.checkpoint_path).parent == root / "ray_results" / "drv"
-    _assert_same_training(TrainState.load(out.checkpoint_path), reference)
-    assert client.get_run(out.run_id).info.status == "FINISHED"
-    assert _metric_steps(uri, out.run_id) == list(range(4, STEPS + 1, 4)), "metrics continue, none doubled"
-    versions = client.search_model_versions("name='gan-drv'")
-    assert [v.tags.get(names.RUN_ID) for v in versions] == [out.run_id], "registered exactly once"
-    with pytest.raises(ResumeError, match="finished"):
-        train(spec, resume="drv", show_progress=False)
-
-
-def test_ctrl_c_marks_killed_and_prints_the_resume_command(root):
-    spec = _spec(root, "gan-cc")
-    child = _child(root, "cc", root / "cc.log", "--no-progress")
-    try:
-        registered = _wait_for_checkpoint(spec, "cc", lambda: child.poll() is None)
-        tree = descendants(child.pid)
-        t0 = time.time()
-        child.send_signal(signal.SIGINT)
-        rc = child.wait(60)
-        stopped_in = time.time() - t0
-        deadline = time.time() + 20  # its Ray (and so the workers) goes down with it
-        while time.time() < deadline and any(pid in processes() for pid in tree):
-            time.sleep(0.2)
-        left = [pid for pid in tree if pid in processes()]
-        kill(left)
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-    output = (root / "cc.log").read_text()
-    assert rc == 130 and stopped_in < 30, output[-3000:]
-    assert not left, f"processes of the interrupted run still alive: {left}"
-    client = MlflowClient(tracking_uri=spec.tracking.tracking_uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id], "tags.`mlflow.runName` = 'cc'")
-    assert run.info.status == "KILLED"
-    step = last_checkpoint_step(spec, "cc")
-    assert step is not None and step >= registered and f"step {step} of {STEPS}" in output
-    command = next(line.split("resume with", 1)[1].strip() for line in output.splitlines() if "resume with" in line)
-    sets = [a for o in _overrides(root, "gan-cc") for a in ("--set", o)]
-    assert shlex.split(command) == [sys.executable, "-m", "pipeline", "train", "jobs/quickstart.yaml", *sets, "--resume", "cc"]

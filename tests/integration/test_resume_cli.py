@@ -32,7 +32,7 @@ from pipeline.data.pack import pack
 from pipeline.spec import load_job
 from pipeline.tracking import names
 from pipeline.train.launch import train
-from pipeline.train.runs import last_checkpoint_step
+from pipeline.train.runs import ResumeError, last_checkpoint_step
 from pipeline.train.state import TrainState
 from tests.processes import descendants, kill, processes
 
@@ -147,6 +147,8 @@ def _assert_continued(root: Path, name: str, output: str, run_id: str, reference
     # The scores are the same generators' scores, whichever process computed them.
     assert [v for _, v in fd] == pytest.approx([v for _, v in reference["fd"]], rel=1e-4), (fd, reference["fd"])
     assert client.get_metric_history(run_id, names.RESUMED_FROM_STEP), "it did continue from a checkpoint"
+    versions = client.search_model_versions(f"name='gan-{name}'")
+    assert [v.tags.get(names.RUN_ID) for v in versions] == [run_id], "registered exactly once"
 
     checkpoint = re.search(r"checkpoint\s+(\S+)", output).group(1)
     final, ref = TrainState.load(checkpoint), reference["state"]
@@ -245,5 +247,9 @@ def test_killed_driver_then_the_command_ganpipe_runs_prints(root, reference, ray
                           text=True, timeout=120)
     assert runs.returncode == 0, runs.stdout + runs.stderr
     command = next(line.strip() for line in runs.stdout.splitlines() if line.strip().endswith(f"--resume {name}"))
+    with pytest.raises(ResumeError, match=f"--resume {name}"):
+        train(spec, run_name=name, show_progress=False)  # a new run never picks up the old run's folder
     output = _continue(command, root / f"{name}-resumed.log", ray_local.get_runtime_context().gcs_address)
     _assert_continued(root, name, output, run.info.run_id, reference)
+    with pytest.raises(ResumeError, match="finished"):
+        train(spec, resume=name, show_progress=False)
