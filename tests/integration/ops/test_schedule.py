@@ -1,6 +1,7 @@
 """Scheduled retraining against a real Ray head, the test S3 endpoint and a real MLflow server:
 two ticks at once submit once, a scheduler killed mid-run and restarted records the decision once,
-a tick with no new data does nothing, and an id already on the cluster is adopted, not resubmitted."""
+a tick with no new data does nothing, a second snapshot's run is gated against the first's champion
+(the decision worked out from the recorded scores), and an id already on the cluster is adopted."""
 from __future__ import annotations
 
 import os
@@ -17,7 +18,8 @@ from ray.job_submission import JobSubmissionClient
 from pipeline.data.manifest import load_manifest
 from pipeline.data.pack import pack
 from pipeline.ops.schedule import load_schedule, submission_id_for, tick
-from pipeline.ops.state import DECISION_METRIC, ScheduleState
+from pipeline.ops.state import CHAMPION, DECISION_METRIC, MODEL_VERSION, REASON, ScheduleState
+from pipeline.tracking import names
 from tests.integration.ops.conftest import GANPIPE, REPO, ganpipe, short_overrides
 
 pytestmark = pytest.mark.integration
@@ -80,7 +82,8 @@ def test_ticks_submit_once_and_a_restarted_scheduler_records_the_decision_once(r
                             cwd=REPO, stdout=log2, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _until(lambda: state.records()[0].outcome is not None, 420, "the promotion decision",
-               lambda: jobs.get_job_logs(sid)[-4000:])
+               lambda: f"job {jobs.get_job_status(sid).value}; the scheduler said:\n{Path(log2.name).read_text()[-3000:]}"
+                       f"\nthe job said:\n{jobs.get_job_logs(sid)[-3000:]}")
         _until(lambda: Path(log2.name).read_text().count("no new data") >= 2, 60, "two more ticks")  # and nothing more
     finally:
         os.killpg(loop.pid, signal.SIGTERM)
@@ -99,12 +102,58 @@ def test_ticks_submit_once_and_a_restarted_scheduler_records_the_decision_once(r
         assert record.outcome in ("first", "promoted", "kept"), record.tags
         champion = state.client.get_model_version_by_alias("gan-sched", "champion").version
         assert record.tags["ganpipe.champion"] == champion and record.tags["ganpipe.model_version"] == "1"
-    status = ganpipe("schedule", "status", str(path))
-    assert sid in status.stdout and record.outcome in status.stdout and f"last snapshot trained: {snapshot[:12]}" in status.stdout
 
     # No new data: nothing.
     quiet = tick(load_schedule(path), address=ray_head.dashboard_url, say=lambda m: None)
     assert quiet.submitted is None and "no new data" in quiet.message and len(_jobs_of(jobs, "nightly")) == 1
+
+    # Retraining against that champion: a second snapshot (re-packed 400 a shard: one shard more)
+    # lands, a tick submits, and once the job has ended the gate decides v2 against v1.
+    assert champion == "1"
+    pack("digits", data, shard_size=400, resolution=32, progress=False)
+    _, snapshot2 = load_manifest(data)
+    assert snapshot2 != snapshot
+    spec = load_schedule(path)
+    sid2 = submission_id_for(spec, snapshot2)
+    second = tick(spec, address=ray_head.dashboard_url, say=lambda m: None)
+    assert second.submitted == sid2, second.message
+    _until(lambda: jobs.get_job_status(sid2).is_terminal(), 420, "the second run", lambda: jobs.get_job_logs(sid2)[-4000:])
+    assert jobs.get_job_status(sid2).value == "SUCCEEDED", jobs.get_job_logs(sid2)[-4000:]
+    said: list[str] = []
+    decided = tick(spec, address=ray_head.dashboard_url, say=said.append)  # reconciles: the gate runs here
+    assert decided.submitted is None and "no new data" in decided.message
+    record2 = state.records(sid2)[0]
+    client = state.client
+    mv1, mv2 = (client.get_model_version("gan-sched", v) for v in ("1", "2"))
+    assert record2.tags[MODEL_VERSION] == "2" and mv2.tags[names.SUBMISSION_ID] == sid2
+    # The expected decision, worked out here from the numbers the gate recorded on both versions.
+    assert mv2.tags[names.GATE_AGAINST] == "1" and mv2.tags[names.GATE_METRIC] == "fd"
+    margin = float(mv2.tags[names.GATE_MARGIN])
+    assert margin == spec.promotion.min_improvement == 0.05
+    score = f"{names.SCORE_PREFIX}.{mv2.tags[names.GATE_EVALUATOR]}.fd"  # one evaluator scored both
+    fd1, fd2 = float(mv1.tags[score]), float(mv2.tags[score])
+    gain = (fd1 - fd2) / fd1
+    expected = "promoted" if gain >= margin else "kept"
+    assert float(mv2.tags[names.GATE_IMPROVEMENT]) == pytest.approx(gain, rel=1e-5)
+    assert record2.outcome == mv2.tags[names.GATE_DECISION] == expected, (fd1, fd2, record2.tags)
+    champion2 = "2" if expected == "promoted" else "1"
+    assert client.get_model_version_by_alias("gan-sched", "champion").version == champion2 == record2.tags[CHAMPION]
+    if expected == "promoted":
+        assert client.get_model_version_by_alias("gan-sched", names.PREVIOUS_CHAMPION).version == "1"
+    assert said == [f"{sid2}: gan-sched v2 {expected}: {record2.tags[REASON]}"]
+
+    # Recorded once: a further tick (tick keeps no state: it is a restarted scheduler) decides nothing again,
+    # and the gate ran once for v2 (one log entry, one decision point on each record).
+    again2 = tick(spec, address=ray_head.dashboard_url, say=said.append)
+    assert "no new data" in again2.message and len(said) == 1 and len(_jobs_of(jobs, "nightly")) == 2
+    assert sum(k.startswith(f"{names.GATE_LOG_PREFIX}.") and k.endswith(".v2") for k in client.get_model_version("gan-sched", "2").tags) == 1
+    assert [len(client.get_metric_history(r.run_id, DECISION_METRIC)) for r in state.records()] == [1, 1]
+
+    # Wide enough that rich neither cuts an id nor wraps a reason (at 80 columns it cuts the ids to "nightly-…").
+    status = ganpipe("schedule", "status", str(path), env={"COLUMNS": "250"})
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in status.stdout.splitlines() if line.startswith("│")]
+    assert [(r[0], r[3], r[4], r[5]) for r in rows] == [(sid2, "SUCCEEDED", expected, "2"), (sid, "SUCCEEDED", record.outcome, "1")], status.stdout
+    assert f"last snapshot trained: {snapshot2[:12]} by {sid2}" in status.stdout
 
 
 def test_a_submission_already_on_the_cluster_is_adopted_not_repeated(ray_head, ops_mlflow, bucket, s3_env, tmp_path):
