@@ -33,9 +33,11 @@ class ClassInput(nn.Module):
         super().__init__()
         self.num_classes, self.embed_dim = num_classes, embed_dim if num_classes else 0
         if num_classes:
-            # Unit-variance entries, like z's: the first layer sees both parts at the same scale.
+            # R3GAN's scale (its one-hot linear map under MSR init: std 1/√K), so z outweighs the class
+            # at the start (‖z‖ ≈ √z_dim, ‖embed‖ ≈ √(embed_dim/K)). At unit variance, the class as
+            # loud as z, G learned one image per class and ignored z within it (bench/README.md).
             self.embed = nn.Embedding(num_classes, embed_dim)
-            nn.init.normal_(self.embed.weight)
+            nn.init.normal_(self.embed.weight, std=1 / math.sqrt(num_classes))
             self.register_buffer("strength", torch.ones(()))
 
     def forward(self, z: Tensor, labels: Tensor | None) -> Tensor:

@@ -95,3 +95,10 @@ def test_class_strength_travels_with_checkpoints_and_the_ema_copy():
     G2, _ = _pair("r3gan", 5)
     G2.load_state_dict(G.state_dict())
     assert G2.class_input.strength.item() == 0.25
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_class_embedding_starts_at_r3gans_scale_quieter_than_z(kind):
+    G, _ = _pair(kind, 100)  # 100 classes × 8 dims: std 1/√100 = 0.1, where z's entries have 1
+    std = G.class_input.embed.weight.std().item()
+    assert 0.09 < std < 0.11, std
