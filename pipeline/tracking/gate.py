@@ -108,6 +108,9 @@ def promote(model: str, candidate: str, *, metric: str = "fd", min_improvement: 
     client, uri = _client(tracking_uri)
     cand = _version(client, model, candidate)
     version = str(cand.version)  # the SQL store gives ints, the REST client strings
+    if _alias(client, model, names.CHAMPION) == version:  # nothing to decide: no evaluator (a classifier) to build
+        return Decision(outcome="kept", candidate=version, champion=version, metric=metric, dry_run=dry_run,
+                        reason=f"version {version} is the champion already", at=_now())
     evaluator = evaluator_for(cand, job_of(client, cand), data=data, num_samples=num_samples, seed=seed)
     scorer = VersionScorer(client, model, evaluator, tracking_uri=uri, record=not dry_run)
     required = {metric} | ({"memorization"} if max_memorization is not None else set())

@@ -117,3 +117,15 @@ def test_the_contract_includes_the_classes():
         _check_contract(version("2"), version("1", **cifar))
     with pytest.raises(GateError, match="class_names"):
         _check_contract(version("2", **{**cifar, "class_names": '["cat", "dog"]'}), version("1", **cifar))
+
+
+def test_the_champion_itself_is_kept_before_any_evaluator_is_built(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    client.create_registered_model("g")
+    client.create_model_version("g", source=str(tmp_path / "model"))  # no job.yaml, no data: nothing to score
+    client.set_registered_model_alias("g", "champion", "1")
+    d = promote("g", "1", tracking_uri=uri)  # scoring would need the data: GateError "pass --data"
+    assert (d.outcome, d.champion, d.reason) == ("kept", "1", "version 1 is the champion already")
