@@ -1,6 +1,6 @@
 """Training speed: `ganpipe train` against a bare PyTorch loop and a bare DDP pair, in one run.
 
-    .venv/bin/python bench/train.py            # about 13 minutes on 2 quiet cores
+    .venv/bin/python bench/train.py            # about 19 minutes on 2 quiet cores
     .venv/bin/python bench/train.py --quick    # smoke run (minutes): checks the script, not the goals
 
 Same model (the quickstart's: the seed DCGAN at 32 px with its L2, lazy R1 and EMA), global batch 64,
@@ -259,8 +259,8 @@ def print_tables(args, *, runs: dict, first: dict, c: float, c2: float, c3: floa
     print(f"| (c2) bare DDP pair, 2 processes, samples/s | {per_s(c2):,.0f} |")
     print(f"| (c3) the same pair started by Ray Train's TorchTrainer, samples/s | {per_s(c3):,.0f} |")
     print(f"| (d) ganpipe train start → first completed step, s | {d:.1f} (MLflow run open at {first['run_opened']:.1f}) |")
-    for label, a, b in PARTS:  # one run: bench/startup.py takes the median of several
-        if (secs := part(first["startup"], a, b)) is not None:
+    for label, since, until in PARTS:  # one run: bench/startup.py takes the median of several
+        if (secs := part(first["startup"], since, until)) is not None:
             print(f"| (d) of which {label}, s | {secs:.1f} |")
     for key, gbs in rss.items():
         print(f"| (d) peak RSS per Ray Train worker, run {LABELS[key]}, GB | {', '.join(f'{g:.2f}' for g in gbs)} |")
