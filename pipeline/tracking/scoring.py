@@ -182,10 +182,23 @@ class VersionScorer:
         if self.record:
             at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             for k, v in scores.items():
-                self.client.set_model_version_tag(self.model, mv.version, self.tag(k), _recorded_text(v))
-            self.client.set_model_version_tag(self.model, mv.version, self.tag(names.SCORE_EVALUATOR), json.dumps(self.evaluator.fields, sort_keys=True))
-            self.client.set_model_version_tag(self.model, mv.version, self.tag(names.SCORED_AT), at)
+                self._set_tag(mv.version, self.tag(k), _recorded_text(v))
+            self._set_tag(mv.version, self.tag(names.SCORE_EVALUATOR), json.dumps(self.evaluator.fields, sort_keys=True))
+            self._set_tag(mv.version, self.tag(names.SCORED_AT), at)
         return scores, False
+
+    def _set_tag(self, version, key: str, value: str) -> None:
+        """Two gates deciding at once both score the champion and write the same score tags (the
+        same numbers: one evaluator). On a SQL store the two inserts of a new tag can collide
+        (UNIQUE constraint); the tag exists then, so writing it again is an update."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.set_model_version_tag(self.model, version, key, value)
+        except MlflowException as e:
+            if "UNIQUE constraint" not in str(e):
+                raise
+            self.client.set_model_version_tag(self.model, version, key, value)
 
     def _compute(self, mv: ModelVersion) -> dict[str, float]:
         from pipeline.eval.scorer import GeneratorScorer
