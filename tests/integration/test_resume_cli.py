@@ -96,13 +96,14 @@ def _history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((int(m.step), m.value) for m in MlflowClient(tracking_uri=uri).get_metric_history(run_id, key))
 
 
-def _wait_for_checkpoint(spec, run_name: str, alive, timeout: float = 300) -> int:
+def _wait_for_checkpoint(spec, run_name: str, child: subprocess.Popen, shown, timeout: float = 300) -> int:
+    """The first checkpoint's step, while `child` runs; else fail with what it printed (`shown()`)."""
     deadline = time.time() + timeout
-    while time.time() < deadline and alive():
+    while time.time() < deadline and child.poll() is None:
         if (step := last_checkpoint_step(spec, run_name)) is not None:
             return step
         time.sleep(0.05)
-    raise AssertionError(f"no checkpoint registered for {run_name} while it ran")
+    raise AssertionError(f"no checkpoint registered for {run_name} while it ran; it printed:\n{shown()[-3000:]}")
 
 
 # Ray's per-node agents notice a dead raylet by a periodic check and exit a minute or so later
@@ -190,10 +191,7 @@ def test_ctrl_c_in_a_terminal_then_the_printed_command(root, reference, ray_loca
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        try:
-            registered = _wait_for_checkpoint(spec, name, lambda: child.poll() is None)
-        except AssertionError as e:
-            raise AssertionError(f"{e}; the terminal showed:\n{seen.decode(errors='replace')[-3000:]}") from None
+        registered = _wait_for_checkpoint(spec, name, child, lambda: seen.decode(errors="replace"))
         tree = descendants(child.pid)
         os.write(master, b"\x03")  # Ctrl-C: the terminal sends SIGINT to the foreground process group
         rc = child.wait(90)
@@ -225,10 +223,7 @@ def test_killed_driver_then_the_command_ganpipe_runs_prints(root, reference, ray
     child = subprocess.Popen(["ganpipe", *_argv(root, f"gan-{name}"), "--name", name, "--no-progress"], cwd=REPO, env=_env(),
                              stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        try:
-            registered = _wait_for_checkpoint(spec, name, lambda: child.poll() is None)
-        except AssertionError as e:
-            raise AssertionError(f"{e}; it printed:\n{log.read_text()[-3000:]}") from None
+        registered = _wait_for_checkpoint(spec, name, child, log.read_text)
         tree = descendants(child.pid)
         os.kill(child.pid, signal.SIGKILL)  # the driver only: its Ray must not outlive it
         child.wait(30)
