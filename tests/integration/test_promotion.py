@@ -312,8 +312,10 @@ def test_the_promoted_champion_is_served_as_the_trained_ema_generator(world, tmp
     with torch.no_grad():
         want, ema, untrained = loaded(z), world["trained"](z), world["untrained"](z)
     assert served.shape == (6, 3, 32, 32)
-    torch.testing.assert_close(served, want, atol=1e-5, rtol=0)
-    torch.testing.assert_close(served, ema, atol=1e-4, rtol=0)  # the trained EMA generator itself
+    # The server's torch runs with its own thread count, so its convolutions sum in another order:
+    # equal to float32 rounding through the network (5e-5 seen on CI), far below the 0.1 below.
+    torch.testing.assert_close(served, want, atol=3e-4, rtol=0)
+    torch.testing.assert_close(served, ema, atol=3e-4, rtol=0)  # the trained EMA generator itself
     assert (served - untrained).abs().mean() > 0.1  # far from the network at step 0 (version 1)
 
 
