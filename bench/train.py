@@ -1,6 +1,6 @@
 """Training speed: `ganpipe train` against a bare PyTorch loop and a bare DDP pair, in one run.
 
-    .venv/bin/python bench/train.py            # about 19 minutes on 2 quiet cores
+    .venv/bin/python bench/train.py            # about 25 minutes on 2 quiet cores (2 rounds)
     .venv/bin/python bench/train.py --quick    # smoke run (minutes): checks the script, not the goals
 
 Same model (the quickstart's: the seed DCGAN at 32 px with its L2, lazy R1 and EMA), global batch 64,
@@ -21,8 +21,9 @@ point carries rank 0's wall-clock time; the gap between two points is one window
 steps, everything included (the log step's work, the report of a checkpoint). The reference loops
 time windows of the same length with perf_counter. Every figure is the median window after warm-up,
 so a burst from a neighbour on a shared machine moves one window, not the figure. The windows that
-hold a checkpoint are left out of (a)/(b) and give (e). The reference loops run once before and once
-after ganpipe's runs, and the faster round is the reference. (The run's own `samples_per_s` metric is
+hold a checkpoint are left out of (a)/(b) and give (e). Rounds (`--rounds`, 2 by default) alternate
+the reference loops and ganpipe's runs, every row keeps its best round, and each round's own ratios
+are printed beside, so the host's drift shows. (The run's own `samples_per_s` metric is
 printed beside it: its window ends before the log step's own work, grid and checkpoint report, so
 it reads a little high.)
 """
@@ -52,7 +53,7 @@ JOB = REPO / "jobs/quickstart.yaml"
 GANPIPE = Path(sys.executable).parent / "ganpipe"
 PER_RANK_BN = "2, per-rank BN"
 LABELS = {1: "(a)", 2: "(b)", PER_RANK_BN: "(b')"}
-GOALS = {"a/c": 0.95, "b/c2": 0.95, "d_s": 20.0, "e": 0.05, "rss_gb": 1.5}
+GOALS = {"a/c": 0.95, "b/c2": 0.95, "b/c3": 0.97, "b/bp": 0.9, "d_s": 20.0, "e": 0.05, "rss_gb": 1.5}
 
 
 # -- ganpipe train, as a user runs it ---------------------------------------------------------------
@@ -178,6 +179,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="steps of each ganpipe run and reference loop")
     ap.add_argument("--warmup", type=int, default=40, help="steps left out at the start of every run")
     ap.add_argument("--log-every", type=int, default=10, help="window length in steps")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of every row, interleaved; each row keeps its best")
     ap.add_argument("--quick", action="store_true", help="a smoke run: few steps, checkpoint every 20; figures are rough")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (shards, runs, MLflow store)")
     args = ap.parse_args()
@@ -204,7 +206,7 @@ def main() -> None:
         warm_windows = args.warmup // args.log_every
         # (c3) gets the scaling section of the 2-worker job, as `ganpipe train` would pass it to Ray.
         scaling = load_job(JOB, [f"data.root={data}", "scaling.num_workers=2"]).scaling.model_dump()
-        c, c2, c3, runs = [], [], [], {}
+        c, c2, c3, rounds = [], [], [], []
 
         def reference_round() -> None:
             c.append(median_window(bare_loop(recipe, images, **kw), warmup_windows=warm_windows))
@@ -213,51 +215,65 @@ def main() -> None:
             print(f"(c) bare loop {c[-1]:.3f} s, (c2) bare DDP pair {c2[-1]:.3f} s, (c3) the pair under Ray Train "
                   f"{c3[-1]:.3f} s per {args.log_every} steps", flush=True)
 
-        # The references run before and after ganpipe's runs and the faster round counts: a busy
-        # spell on a shared machine then cannot flatter ganpipe's ratios, only understate them.
-        reference_round()
-        # (b') is (b) with per-rank batch norm: the bare pair's maths (ganpipe syncs G's BN moments
-        # across ranks by default, 3 collectives per G forward and 3 per backward).
-        for key, workers, extra in ((1, 1, ()), (2, 2, ()), (PER_RANK_BN, 2, ("model.sync_batch_norm=false",))):
-            runs[key] = ganpipe_train(workdir, data, name=f"bench-{len(runs)}", workers=workers, steps=args.steps,
-                                      log_every=args.log_every, checkpoint_every=checkpoint_every, extra=extra)
-            print(f"ganpipe train, {workers} worker(s) {' '.join(extra)}: done", flush=True)
+        def ganpipe_round() -> None:
+            # (b') is (b) with per-rank batch norm: the bare pair's maths (ganpipe syncs G's BN moments
+            # across ranks by default, 3 collectives per G forward and 3 per backward).
+            runs = {}
+            for key, workers, extra in ((1, 1, ()), (2, 2, ()), (PER_RANK_BN, 2, ("model.sync_batch_norm=false",))):
+                runs[key] = ganpipe_train(workdir, data, name=f"bench-{len(rounds)}-{len(runs)}", workers=workers,
+                                          steps=args.steps, log_every=args.log_every, checkpoint_every=checkpoint_every,
+                                          extra=extra)
+                print(f"round {len(rounds) + 1}: ganpipe train, {workers} worker(s) {' '.join(extra)}: done", flush=True)
+            rounds.append(runs)
+
+        # Rounds alternate references and ganpipe's runs, and every row keeps its best round: this
+        # VM's speed drifts by ±30 % over minutes (another tenant's load), so a ratio of two single
+        # runs minutes apart says more about the host than about the code; the per-round ratios are
+        # printed too, to show that spread.
+        for _ in range(args.rounds):
+            reference_round()
+            ganpipe_round()
         first = ganpipe_train(workdir, data, name="bench-first-step", workers=2, steps=3, log_every=1, checkpoint_every=3)
-        reference_round()
-        c, c2, c3 = min(c), min(c2), min(c3)
     finally:
         if not args.keep:
             import shutil
 
             shutil.rmtree(workdir, ignore_errors=True)
-    print_tables(args, runs=runs, first=first, c=c, c2=c2, c3=c3, global_batch=global_batch,
+    print_tables(args, rounds=rounds, first=first, c=c, c2=c2, c3=c3, global_batch=global_batch,
                  checkpoint_every=checkpoint_every, checkpoint_default=checkpoint_default)
 
 
-def print_tables(args, *, runs: dict, first: dict, c: float, c2: float, c3: float, global_batch: int, checkpoint_every: int,
-                 checkpoint_default: int) -> None:
+def print_tables(args, *, rounds: list[dict], first: dict, c: list[float], c2: list[float], c3: list[float],
+                 global_batch: int, checkpoint_every: int, checkpoint_default: int) -> None:
     per_s = lambda secs: args.log_every * global_batch / secs  # noqa: E731
-    rows, extra, rss = {}, [], {}
-    for key, run in runs.items():
-        median, ckpt = steady(run, warmup=args.warmup, log_every=args.log_every, checkpoint_every=checkpoint_every, steps=args.steps)
-        metric = statistics.median(v for s, v in run["metric_rate"].items() if args.warmup < s < args.steps)
-        rows[key] = (per_s(median), metric)
-        step_s = median / args.log_every
-        extra += [e / (checkpoint_default * step_s) for e in ckpt]  # share of the steps between two checkpoints
-        rss[key] = run["rss_gb"]
+    measured = []  # per round: {key: (samples/s, its samples_per_s metric)}
+    extra, rss = [], {}
+    for runs in rounds:
+        rows = {}
+        for key, run in runs.items():
+            median, ckpt = steady(run, warmup=args.warmup, log_every=args.log_every, checkpoint_every=checkpoint_every,
+                                  steps=args.steps)
+            metric = statistics.median(v for s, v in run["metric_rate"].items() if args.warmup < s < args.steps)
+            rows[key] = (per_s(median), metric)
+            step_s = median / args.log_every
+            extra += [e / (checkpoint_default * step_s) for e in ckpt]  # share of the steps between two checkpoints
+            rss[key] = [max(x) for x in zip(rss.get(key, [0.0] * len(run["rss_gb"])), run["rss_gb"])]
+        measured.append(rows)
+    best = {key: max((rows[key] for rows in measured), key=lambda r: r[0]) for key in measured[0]}
     step, d = first["first_log"]
     assert step == 1
-    a, b = rows[1][0], rows[2][0]
+    a, b, bp = best[1][0], best[2][0], best[PER_RANK_BN][0]
+    rc, rc2, rc3 = per_s(min(c)), per_s(min(c2)), per_s(min(c3))
     e = statistics.mean(extra) if extra else float("nan")
+    print(f"\n{len(rounds)} round(s); each row is its best round")
     print()
     print("| figure | value |\n|---|---:|")
-    print(f"| (a) ganpipe train, 1 worker, samples/s | {a:,.0f} (its samples_per_s metric: {rows[1][1]:,.0f}) |")
-    print(f"| (b) ganpipe train, 2 workers, samples/s | {b:,.0f} (its samples_per_s metric: {rows[2][1]:,.0f}) |")
-    bp = rows[PER_RANK_BN][0]
+    print(f"| (a) ganpipe train, 1 worker, samples/s | {a:,.0f} (its samples_per_s metric: {best[1][1]:,.0f}) |")
+    print(f"| (b) ganpipe train, 2 workers, samples/s | {b:,.0f} (its samples_per_s metric: {best[2][1]:,.0f}) |")
     print(f"| (b') the same, model.sync_batch_norm=false, samples/s | {bp:,.0f} |")
-    print(f"| (c) bare loop, 1 process, samples/s | {per_s(c):,.0f} |")
-    print(f"| (c2) bare DDP pair, 2 processes, samples/s | {per_s(c2):,.0f} |")
-    print(f"| (c3) the same pair started by Ray Train's TorchTrainer, samples/s | {per_s(c3):,.0f} |")
+    print(f"| (c) bare loop, 1 process, samples/s | {rc:,.0f} |")
+    print(f"| (c2) bare DDP pair, 2 processes, samples/s | {rc2:,.0f} |")
+    print(f"| (c3) the same pair started by Ray Train's TorchTrainer, samples/s | {rc3:,.0f} |")
     print(f"| (d) ganpipe train start → first completed step, s | {d:.1f} (MLflow run open at {first['run_opened']:.1f}) |")
     for label, since, until in PARTS:  # one run: bench/startup.py takes the median of several
         if (secs := part(first["startup"], since, until)) is not None:
@@ -266,20 +282,30 @@ def print_tables(args, *, runs: dict, first: dict, c: float, c2: float, c3: floa
         print(f"| (d) peak RSS per Ray Train worker, run {LABELS[key]}, GB | {', '.join(f'{g:.2f}' for g in gbs)} |")
     print(f"| (e) checkpoint every {checkpoint_default} steps, share of step time | {e:.1%} ({len(extra)} checkpoints) |")
     print()
+    peak = max(sum(rss.values(), []))
     print("| goal | measured | met |\n|---|---:|:---:|")
     for label, value, ok in (
-        (f"(a)/(c) >= {GOALS['a/c']}", f"{a / per_s(c):.2f}", a / per_s(c) >= GOALS["a/c"]),
-        (f"(b)/(c2) >= {GOALS['b/c2']}", f"{b / per_s(c2):.2f}", b / per_s(c2) >= GOALS["b/c2"]),
-        (f"(d) <= {GOALS['d_s']:.0f} s", f"{d:.1f}", d <= GOALS["d_s"]),
+        (f"(a)/(c) >= {GOALS['a/c']}", a / rc, a / rc >= GOALS["a/c"]),
+        (f"(b)/(c2) >= {GOALS['b/c2']}", b / rc2, b / rc2 >= GOALS["b/c2"]),
+        (f"(b)/(c3) >= {GOALS['b/c3']} (ours against Ray's)", b / rc3, b / rc3 >= GOALS["b/c3"]),
+        (f"(b)/(b') >= {GOALS['b/bp']} (global batch norm against per-rank)", b / bp, b / bp >= GOALS["b/bp"]),
+        (f"(d) <= {GOALS['d_s']:.0f} s", d, d <= GOALS["d_s"]),
         (f"(e) <= {GOALS['e']:.0%}", f"{e:.1%}", e <= GOALS["e"]),
-        (f"peak RSS <= {GOALS['rss_gb']} GB per worker", f"{max(sum(rss.values(), [])):.2f}", max(sum(rss.values(), [])) <= GOALS["rss_gb"]),
+        (f"peak RSS <= {GOALS['rss_gb']} GB per worker", peak, peak <= GOALS["rss_gb"]),
     ):
-        print(f"| {label} | {value} | {'yes' if ok else 'NO'} |")
+        print(f"| {label} | {value if isinstance(value, str) else f'{value:.2f}'} | {'yes' if ok else 'NO'} |")
     print()
     print("| split of (b)/(c2) | measured |\n|---|---:|")
-    print(f"| Ray's share: (c3)/(c2) | {c2 / c3:.2f} |")
-    print(f"| ours: (b)/(c3) | {b / per_s(c3):.2f} |")
-    print(f"\n(context: (c2)/(c) = {c / c2:.2f}, (b)/(a) = {b / a:.2f}, (b')/(c2) = {bp / per_s(c2):.2f}; quick run: {args.quick})")
+    print(f"| Ray's share: (c3)/(c2) | {rc3 / rc2:.2f} |")
+    print(f"| ours: (b)/(c3) | {b / rc3:.2f} |")
+    print()
+    # Each round's own ratios (its references and its ganpipe runs, minutes apart): their spread is
+    # the host's drift, and the best-of rows above are only as sure as these agree.
+    print("| round | (a)/(c) | (b)/(c3) | (b)/(b') |\n|---|---:|---:|---:|")
+    for i, rows in enumerate(measured):
+        print(f"| {i + 1} | {rows[1][0] / per_s(c[i]):.2f} | {rows[2][0] / per_s(c3[i]):.2f} | "
+              f"{rows[2][0] / rows[PER_RANK_BN][0]:.2f} |")
+    print(f"\n(context: (c2)/(c) = {rc2 / rc:.2f}, (b)/(a) = {b / a:.2f}, (b')/(c2) = {bp / rc2:.2f}; quick run: {args.quick})")
 
 
 if __name__ == "__main__":
