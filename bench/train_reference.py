@@ -79,10 +79,29 @@ def _step(G, D, g_plain, d_plain, g_opt, d_opt, ema, r: Recipe, step: int, real:
     ema.update(G, step=step, batch_size=global_batch)
 
 
-def _train(r: Recipe, images: torch.Tensor, *, steps: int, window: int, global_batch: int, rank: int = 0, world: int = 1) -> list[float]:
+@dataclass
+class Parts:
+    """G and D (DDP-wrapped when world > 1), their plain modules, optimizers and G's EMA."""
+
+    G: torch.nn.Module
+    D: torch.nn.Module
+    g_plain: torch.nn.Module
+    d_plain: torch.nn.Module
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+    ema: EMA
+
+    def step(self, r: Recipe, step: int, real: torch.Tensor, n: int, global_batch: int) -> None:
+        _step(self.G, self.D, self.g_plain, self.d_plain, self.g_opt, self.d_opt, self.ema, r, step, real, n, global_batch)
+
+
+def parts(r: Recipe, *, world: int = 1, g_hook=None) -> Parts:
+    """The job's networks and optimizers, seeded; `g_hook(g)` edits G before it is wrapped (a bench's variant)."""
     torch.manual_seed(r.seed)
     g_plain, d_plain = build_models(kind="dcgan", z_dim=r.z_dim, g_width=r.g_width, d_width=r.d_width,
                                     resolution=r.resolution, g_norm=r.g_norm, d_dropout=r.d_dropout)
+    if g_hook is not None:
+        g_hook(g_plain)
     G, D = g_plain, d_plain
     if world > 1:
         import warnings
@@ -96,7 +115,11 @@ def _train(r: Recipe, images: torch.Tensor, *, steps: int, window: int, global_b
     d_lr, d_betas = lazy_adam(r.d_lr, r.d_betas, r.r1_every)
     g_opt = torch.optim.Adam(g_plain.parameters(), lr=r.g_lr, betas=r.g_betas)
     d_opt = torch.optim.Adam(d_plain.parameters(), lr=d_lr, betas=d_betas)
-    ema = EMA(g_plain, beta=r.ema_beta)
+    return Parts(G, D, g_plain, d_plain, g_opt, d_opt, EMA(g_plain, beta=r.ema_beta))
+
+
+def _train(r: Recipe, images: torch.Tensor, *, steps: int, window: int, global_batch: int, rank: int = 0, world: int = 1) -> list[float]:
+    p = parts(r, world=world)
     n = global_batch // world
     order = torch.Generator().manual_seed(r.seed)
     perm, at = torch.randperm(len(images), generator=order), 0
@@ -106,7 +129,7 @@ def _train(r: Recipe, images: torch.Tensor, *, steps: int, window: int, global_b
             perm, at = torch.randperm(len(images), generator=order), 0
         idx = perm[at + rank * n : at + (rank + 1) * n]
         at += global_batch
-        _step(G, D, g_plain, d_plain, g_opt, d_opt, ema, r, step, images[idx], n, global_batch)
+        p.step(r, step, images[idx], n, global_batch)
         if (step + 1) % window == 0:
             t1 = time.perf_counter()
             windows.append(t1 - t0)

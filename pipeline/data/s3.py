@@ -17,6 +17,7 @@ import threading
 import time
 
 import boto3
+import boto3.exceptions
 import botocore.exceptions
 import webdataset as wds
 from boto3.s3.transfer import TransferConfig
@@ -99,11 +100,22 @@ def _access(url: str):
     except botocore.exceptions.NoCredentialsError:
         raise StorageAccessError(f"no S3 credentials found to read or write {url}: {_ACCESS_FIX}") from None
     except botocore.exceptions.ClientError as exc:
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status not in (401, 403):
+        if (refused := _refusal(url, exc)) is None:
             raise
-        code = exc.response.get("Error", {}).get("Code") or status
-        raise StorageAccessError(f"S3 refused access to {url} ({code}): {_ACCESS_FIX}") from None
+        raise refused from None
+    except boto3.exceptions.S3UploadFailedError as exc:
+        # upload_file wraps S3's answer (its message quotes S3's text); the answer is its context.
+        if not isinstance(exc.__context__, botocore.exceptions.ClientError) or (refused := _refusal(url, exc.__context__)) is None:
+            raise
+        raise refused from None
+
+
+def _refusal(url: str, exc: botocore.exceptions.ClientError) -> StorageAccessError | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if status not in (401, 403):
+        return None
+    code = exc.response.get("Error", {}).get("Code") or status
+    return StorageAccessError(f"S3 refused access to {url} ({code}): {_ACCESS_FIX}")
 
 
 def head(url: str, endpoint_url: str | None = None) -> ObjectInfo | None:

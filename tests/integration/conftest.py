@@ -6,6 +6,7 @@ ports and are stopped by the fixtures that started them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -126,29 +127,57 @@ def mlflow_server(tmp_path):
     server.stop()
 
 
+@contextlib.contextmanager
+def _moto_checking_signatures(free_actions: int):
+    """moto's own server, in its own process, checking every request's signature and IAM policy after
+    its first `free_actions` requests (moto's INITIAL_NO_AUTH_ACTION_COUNT: authentication is a
+    process-wide switch there, so the session's endpoint stays open). Killed by process group."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(free_actions)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()  # not an S3 action: not counted
+                break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, "moto server did not start"
+                time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @pytest.fixture
 def denying_s3(tmp_path):
     """A real S3 endpoint that checks signatures against its (empty) IAM: every key is refused, as a
-    bucket refuses keys without access. moto's own server, in its own process: authentication is a
-    process-wide switch there, and the session's endpoint stays open."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-            break
-        except urllib.error.HTTPError:
-            break  # it answers
-        except OSError:
-            assert time.time() < deadline and proc.poll() is None, "moto server did not start"
-            time.sleep(0.2)
-    yield url
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    bucket refuses keys without access."""
+    with _moto_checking_signatures(0) as url:
+        yield url
+
+
+@pytest.fixture
+def read_only_s3(fake_aws_env):
+    """A real S3 endpoint with a bucket `bucket` and keys that may list and read it but not write:
+    (endpoint URL, {AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY}), as a data team's read-only role."""
+    import json
+
+    setup = 4  # the four calls below, made before moto starts checking
+    with _moto_checking_signatures(setup) as url:
+        boto3.client("s3", endpoint_url=url).create_bucket(Bucket="bucket")
+        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1")
+        iam.create_user(UserName="reader")
+        policy = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"], "Resource": ["arn:aws:s3:::bucket", "arn:aws:s3:::bucket/*"]}]}
+        iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        yield url, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
 
 
 @pytest.fixture(scope="session")
