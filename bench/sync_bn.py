@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 from bench.train import JOB, load_images  # noqa: E402
-from bench.train_reference import parts, recipe_from_job  # noqa: E402
+from bench.train_reference import free_port, parts, recipe_from_job  # noqa: E402
 from pipeline.gan.sync_bn import with_global_batch_norm  # noqa: E402
 from pipeline.spec import load_job  # noqa: E402
 from pipeline.train.dist import all_reduce_sum  # noqa: E402
@@ -96,11 +95,8 @@ def main() -> None:
         pack("digits", str(data), shard_size=200, resolution=32, progress=False)
         recipe = recipe_from_job(load_job(JOB, [f"data.root={data}"]))
         images = load_images(data, recipe.resolution, 1792)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
         out = os.path.join(work, "seconds.json")
-        mp.spawn(_rank, args=(2, port, recipe, images, args.cycles, args.window, out), nprocs=2, join=True)
+        mp.spawn(_rank, args=(2, free_port(), recipe, images, args.cycles, args.window, out), nprocs=2, join=True)
         with open(out) as f:
             seconds = json.load(f)
     per_s = {v: args.window * GLOBAL_BATCH / statistics.median(seconds[v][1:]) for v in VARIANTS}

@@ -155,12 +155,17 @@ def _ddp_rank(rank: int, world: int, port: int, r: Recipe, images: torch.Tensor,
         dist.destroy_process_group()
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now: the process group's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def ddp_pair(r: Recipe, images: torch.Tensor, *, steps: int, window: int, global_batch: int, world: int = 2) -> list[float]:
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "windows.json")
         mp.spawn(_ddp_rank, args=(world, port, r, images, steps, window, global_batch, out), nprocs=world, join=True)

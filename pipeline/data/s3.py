@@ -99,15 +99,13 @@ def _access(url: str):
         yield
     except botocore.exceptions.NoCredentialsError:
         raise StorageAccessError(f"no S3 credentials found to read or write {url}: {_ACCESS_FIX}") from None
-    except botocore.exceptions.ClientError as exc:
-        if (refused := _refusal(url, exc)) is None:
-            raise
-        raise refused from None
-    except boto3.exceptions.S3UploadFailedError as exc:
-        # upload_file wraps S3's answer (its message quotes S3's text); the answer is its context.
-        if not isinstance(exc.__context__, botocore.exceptions.ClientError) or (refused := _refusal(url, exc.__context__)) is None:
-            raise
-        raise refused from None
+    except (botocore.exceptions.ClientError, boto3.exceptions.S3UploadFailedError) as exc:
+        # upload_file wraps S3's answer in S3UploadFailedError (its message quotes S3's text): the
+        # answer is then its context.
+        answer = exc if isinstance(exc, botocore.exceptions.ClientError) else exc.__context__
+        if isinstance(answer, botocore.exceptions.ClientError) and (refused := _refusal(url, answer)):
+            raise refused from None
+        raise
 
 
 def _refusal(url: str, exc: botocore.exceptions.ClientError) -> StorageAccessError | None:

@@ -189,16 +189,13 @@ class VersionScorer:
 
     def _set_tag(self, version, key: str, value: str) -> None:
         """Two gates deciding at once both score the champion and write the same score tags (the
-        same numbers: one evaluator). On a SQL store the two inserts of a new tag can collide
-        (UNIQUE constraint); the tag exists then, so writing it again is an update."""
-        from mlflow.exceptions import MlflowException
+        same numbers: one evaluator). On a SQL store the two inserts of a new tag can collide (a
+        unique-key error, worded differently by each database); the tag exists then, so the write,
+        which is idempotent, is tried again (as an update) for a few seconds before an error is raised."""
+        from pipeline.tracking.retry import with_retries
 
-        try:
-            self.client.set_model_version_tag(self.model, version, key, value)
-        except MlflowException as e:
-            if "UNIQUE constraint" not in str(e):
-                raise
-            self.client.set_model_version_tag(self.model, version, key, value)
+        with_retries(lambda: self.client.set_model_version_tag(self.model, version, key, value),
+                     what=f"setting tag {key} of version {version}", patience_s=5.0, first_wait_s=0.2)
 
     def _compute(self, mv: ModelVersion) -> dict[str, float]:
         from pipeline.eval.scorer import GeneratorScorer

@@ -155,7 +155,7 @@ def _moto_checking_signatures(free_actions: int):
 
 
 @pytest.fixture
-def denying_s3(tmp_path):
+def denying_s3():
     """A real S3 endpoint that checks signatures against its (empty) IAM: every key is refused, as a
     bucket refuses keys without access."""
     with _moto_checking_signatures(0) as url:
