@@ -17,6 +17,12 @@ Data, packed once (CIFAR-10 as JPEGs in class folders, e.g. the GitHub repositor
     ganpipe data pack CIFAR-10-images/train --out /data/cifar/train --shard-size 5000
     ganpipe data pack CIFAR-10-images/test --out /data/cifar/test --shard-size 5000
     .venv/bin/python bench/quality_cifar.py --train /data/cifar/train --test /data/cifar/test --minutes 20 --steps 3000
+
+Side by side: this VM's speed drifts by 2× within an hour, and CPU time drifts with it (a slow host
+does less per CPU second), so recipes compared with each other should train at the same time, one
+process per recipe with --threads 1 on the 2 cores, each writing --out; `--table A.json B.json`
+then prints them as one table. A recipe that has not reached --steps after --max-minutes (2 × --minutes)
+is reported "not reached": the issue allows equal images in at most twice the time.
 """
 from __future__ import annotations
 
@@ -79,7 +85,7 @@ def save_grid(parts, spec, path: Path) -> None:
 
 def run(name: str, job: str, extra: list[str], args, scorer, manifest: dict) -> dict:
     overrides = [f"data.root={args.train}", f"train.global_batch={args.batch}", "scaling.num_workers=1",
-                 f"train.seed={args.seed}", *extra]
+                 f"train.seed={args.seed}", *extra, *args.set]
     spec = with_classes(load_job(REPO / job, overrides), manifest)
     regs = Regularization.from_specs(spec.regularization)
     torch.manual_seed(spec.train.seed)
@@ -87,8 +93,8 @@ def run(name: str, job: str, extra: list[str], args, scorer, manifest: dict) -> 
     step_fn = GanStep(parts, loss=spec.loss.kind, regs=regs, global_batch=args.batch, z_dim=spec.model.z_dim,
                       seed=spec.train.seed, optim=spec.optim, class_strength=spec.model.class_strength)
     batches = iter(make_batches(spec.data, rank=0, world_size=1, batch_size=args.batch, seed=spec.train.seed))
-    budget, trained, step = args.minutes * 60, 0.0, 0
-    out: dict = {"recipe": name}
+    budget, cap, trained, step = args.minutes * 60, args.max_minutes * 60, 0.0, 0
+    out: dict = {"recipe": name, "seed": args.seed, "set": args.set}
     profile = {"data": 0.0, "step": 0.0}
     wall = 0.0
     while "at_steps" not in out or "at_minutes" not in out:
@@ -111,10 +117,14 @@ def run(name: str, job: str, extra: list[str], args, scorer, manifest: dict) -> 
         if trained >= budget and "at_minutes" not in out:
             out["at_minutes"] = {**mark, **score(parts, spec, scorer)}
             print(f"  {name}: {trained / 60:.1f} min at step {step}: {out['at_minutes']}", flush=True)
+        if trained >= cap and "at_steps" not in out:  # the issue's rule: equal images in at most 2× the time
+            out["at_steps"] = None
+            print(f"  {name}: {args.steps} steps not reached in {args.max_minutes:g} min (step {step})", flush=True)
     out["s_per_step"] = profile["step"] / step
     out["data_share"] = profile["data"] / (profile["data"] + profile["step"])
     args.grids.mkdir(parents=True, exist_ok=True)
-    grid = args.grids / f"cifar_{name.split()[0]}{'_uncond' if 'unconditional' in name else ''}.png"
+    seed = f"_seed{args.seed}" if args.seed else ""
+    grid = args.grids / f"cifar_{name.split()[0]}{'_uncond' if 'unconditional' in name else ''}{seed}.png"
     save_grid(parts, spec, grid)
     out["grid"] = str(grid)
     return out
@@ -122,8 +132,8 @@ def run(name: str, job: str, extra: list[str], args, scorer, manifest: dict) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train", required=True)
-    ap.add_argument("--test", required=True)
+    ap.add_argument("--train", help="packed CIFAR-10 train split (required unless --table)")
+    ap.add_argument("--test", help="packed CIFAR-10 test split (required unless --table)")
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=64)
@@ -133,8 +143,20 @@ def main() -> None:
     ap.add_argument("--classifier-steps", type=int, default=2000)
     ap.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--grids", type=Path, default=REPO / "bench" / "figures")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="stop a recipe here even if --steps is not reached (default: 2 × --minutes)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a job override applied to every recipe (side experiments; recorded in the JSON)")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    ap.add_argument("--table", type=Path, nargs="+", metavar="JSON",
+                    help="print one table from the --out files of runs made side by side, and train nothing")
     args = ap.parse_args()
+    if args.table:
+        print_table([row for path in args.table for row in json.loads(path.read_text())], args.steps, args.minutes)
+        return
+    if not (args.train and args.test):
+        ap.error("--train and --test are required to train")
+    args.max_minutes = args.max_minutes or 2 * args.minutes
     torch.set_num_threads(args.threads)
     train_manifest, _ = load_manifest(args.train)
     test_spec = load_job(REPO / "jobs/r3gan-cifar10.yaml", [f"data.root={args.test}"]).data
@@ -146,25 +168,33 @@ def main() -> None:
         rows.append(run(name, job, extra, args, scorer, train_manifest))
         if args.out:
             args.out.write_text(json.dumps(rows, indent=1))
-    today = [r for r in rows if not r["recipe"].startswith("r3gan")]
-    best_today = min((r["at_steps"]["fd"] for r in today), default=None)
-    best_today_t = min((r["at_minutes"]["fd"] for r in today), default=None)
-    print(f"\n| recipe | FD @ {args.steps} steps | KID | accuracy | minutes | FD @ {args.minutes:g} min | steps | "
-          "FD/best today (images, time) | s/step | data share |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        a, b = r["at_steps"], r["at_minutes"]
-        acc = "-" if a["accuracy"] is None else f"{a['accuracy']:.3f} / {b['accuracy']:.3f}"
-        ratio = (f"{a['fd'] / best_today:.2f}, {b['fd'] / best_today_t:.2f}" if best_today else "-")
-        print(f"| {r['recipe']} | {a['fd']:.2f} | {a['kid']:.4f} | {acc} | {a['minutes']:.1f} | {b['fd']:.2f} | "
-              f"{b['steps']} | {ratio} | {r['s_per_step']:.3f} | {r['data_share']:.0%} |")
+    print_table(rows, args.steps, args.minutes)
     # The classifier's held-out accuracy on real test images: the ceiling of sample accuracy (cached: no retraining).
     ceiling = load_extractor(scorer.spec, test_sha, lambda: read_real_images(test_spec)).report.get("heldout_accuracy")
     print(f"classifier held-out accuracy on real test images: {ceiling:.3f}")
-    print(f"\nglobal batch {args.batch}, 1 process × {args.threads} torch threads, seed {args.seed}, FD/KID on "
+    print(f"\nglobal batch {args.batch}, 1 process × {args.threads} torch threads, FD/KID on "
           f"{args.num_samples} samples vs the {args.test} split (classifier features, {args.classifier_steps} steps); "
           f"accuracy at the step mark / at the time mark")
 
+
+def print_table(rows: list[dict], steps: int, minutes: float) -> None:
+    """One markdown table; FD ratios against the best of today's recipes (those not named r3gan)."""
+    def fd(r, mark):
+        return r[mark]["fd"] if r.get(mark) else None
+
+    today = [r for r in rows if not r["recipe"].startswith("r3gan")]
+    best = {m: min((fd(r, m) for r in today if fd(r, m) is not None), default=None) for m in ("at_steps", "at_minutes")}
+    print(f"\n| recipe | seed | FD @ {steps} steps | KID | accuracy | minutes | FD @ {minutes:g} min | steps | "
+          "FD/best today (images, time) | s/step | data share |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        a, b = r.get("at_steps"), r["at_minutes"]
+        acc = "-" if b["accuracy"] is None else f"{a['accuracy']:.3f} / {b['accuracy']:.3f}" if a else f"- / {b['accuracy']:.3f}"
+        ratios = [f"{fd(r, m) / best[m]:.2f}" if best[m] and fd(r, m) is not None else "-" for m in ("at_steps", "at_minutes")]
+        name = r["recipe"] + (f" ({' '.join(r['set'])})" if r.get("set") else "")
+        head = f"{a['fd']:.2f} | {a['kid']:.4f}" if a else "not reached | -"
+        print(f"| {name} | {r.get('seed', 0)} | {head} | {acc} | {a['minutes'] if a else float('nan'):.1f} | "
+              f"{b['fd']:.2f} | {b['steps']} | {', '.join(ratios)} | {r['s_per_step']:.3f} | {r['data_share']:.0%} |")
 
 if __name__ == "__main__":
     main()
