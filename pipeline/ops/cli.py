@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from pipeline.cli_common import fail
 
@@ -125,7 +125,7 @@ def jobs_(address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
     details = sorted((j for j in _jobs(address).list_jobs() if CHECK_METADATA not in (j.metadata or {})),
                      key=lambda j: j.start_time or 0, reverse=True)[:limit]
     versions = _versions(details, tracking_uri)
-    table = Table("submission id", "job", "status", "start", "duration", "model version")
+    table = Table(id_column(), "job", "status", "start", "duration", "model version")
     for j in details:
         meta = j.metadata or {}
         start = dt.datetime.fromtimestamp(j.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S") if j.start_time else "-"
@@ -238,7 +238,7 @@ def schedule_status(schedule: Path = typer.Argument(..., help="Schedule YAML (se
                     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI holding the schedule's state.")) -> None:
     """The schedule, its next time, the last snapshot trained, and every submission with its outcome."""
     from pipeline.ops.schedule import next_fire
-    from pipeline.ops.state import MODEL_VERSION, REASON, ScheduleState
+    from pipeline.ops.state import ScheduleState
     from pipeline.spec import SpecError, load_job
     from pipeline.tracking.run import resolve_tracking_uri
 
@@ -254,11 +254,30 @@ def schedule_status(schedule: Path = typer.Argument(..., help="Schedule YAML (se
     console.print(f"schedule {spec.name}: '{spec.cron}' {spec.timezone}, next {next_fire(spec, now).isoformat()}, "
                   f"trigger {spec.trigger}, promotion {spec.promotion.policy}, job {spec.job}, data {spec.data}", highlight=False)
     console.print(f"last snapshot trained: {trained.snapshot[:12] + ' by ' + trained.submission_id if trained else 'none'}", highlight=False)
-    table = Table("submission id", "snapshot", "due", "job status", "outcome", "version", "reason")
+    print_records(records)
+
+
+def id_column() -> Column:
+    """Submission ids are what users copy into `ganpipe logs ID`: never cut or wrapped, whatever the
+    terminal's width (rich narrows and wraps the other columns instead)."""
+    return Column("submission id", no_wrap=True, overflow="ignore")
+
+
+def print_records(records) -> None:
+    """`schedule status`'s submissions, newest first: a table, then each gate's reason on its own
+    lines below it (a reason is a sentence: in a column of an 80-column table it wrapped a word a line).
+    On a narrow terminal the snapshot and due columns give way first: the id repeats them."""
+    from pipeline.ops.state import MODEL_VERSION, REASON
+
+    fixed = [Column(name, no_wrap=True) for name in ("job status", "outcome", "version")]
+    table = Table(id_column(), "snapshot", "due", *fixed)
     for r in records:
         table.add_row(r.submission_id, r.snapshot[:12], r.fire_time, r.job_status, r.outcome or "(open)",
-                      r.tags.get(MODEL_VERSION, ""), r.tags.get(REASON, ""))
+                      r.tags.get(MODEL_VERSION, ""))
     console.print(table)
+    for r in records:
+        if r.tags.get(REASON):
+            console.print(f"{r.submission_id}: {r.tags[REASON]}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

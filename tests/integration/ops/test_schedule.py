@@ -149,10 +149,11 @@ def test_ticks_submit_once_and_a_restarted_scheduler_records_the_decision_once(r
     assert sum(k.startswith(f"{names.GATE_LOG_PREFIX}.") and k.endswith(".v2") for k in client.get_model_version("gan-sched", "2").tags) == 1
     assert [len(client.get_metric_history(r.run_id, DECISION_METRIC)) for r in state.records()] == [1, 1]
 
-    # Wide enough that rich neither cuts an id nor wraps a reason (at 80 columns it cuts the ids to "nightly-…").
-    status = ganpipe("schedule", "status", str(path), env={"COLUMNS": "250"})
+    # A plain 80-column terminal: whole ids (rich used to cut them to "nightly-…"), each reason below the table.
+    status = ganpipe("schedule", "status", str(path), env={"COLUMNS": "80"})
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in status.stdout.splitlines() if line.startswith("│")]
     assert [(r[0], r[3], r[4], r[5]) for r in rows] == [(sid2, "SUCCEEDED", expected, "2"), (sid, "SUCCEEDED", record.outcome, "1")], status.stdout
+    assert " ".join(f"{sid2}: {record2.tags[REASON]}".split()) in " ".join(status.stdout.split()), status.stdout
     assert f"last snapshot trained: {snapshot2[:12]} by {sid2}" in status.stdout
 
 
