@@ -121,6 +121,7 @@ def evaluate(generator: Callable[[Tensor], Tensor], z_dim: int, real_images: Ten
     }
     if conditional:
         predicted = extractor.classify(feats) if extractor.classify is not None else None
-        result.update(classwise_scores(gen_feats=feats, gen_labels=gen_labels, real_feats=compute_real(),
+        # real.feats: every real image's features in read order, cached: a warm cache extracts no real image.
+        result.update(classwise_scores(gen_feats=feats, gen_labels=gen_labels, real_feats=real.feats,
                                        real_labels=real_labels, predicted=predicted, class_names=class_names))
     return result

@@ -78,3 +78,30 @@ def test_a_split_too_small_for_memorization_still_scores_the_rest(spec, toy_data
     assert "memorization share not computed" in caplog.text
     ok = evaluate(_replay(images), 16, images, labels, spec, "m1", real_keys=KEYS, batch_size=128)
     assert ok["memorization"] > 0.5 and ok["memorization_note"] is None  # replayed real images: copies
+
+
+def test_a_warm_cache_scores_classes_without_extracting_the_reals_again(spec, toy_data, monkeypatch):
+    """Per-class FD compares with the reals' features: a warm cache holds them (reference.real_manifold),
+    so the second evaluation never runs the extractor over every real image again."""
+    from pipeline.eval.extractors import Extractor
+
+    images, labels = toy_data
+    real_passes = []  # one entry per extractor call: was it over the real images?
+    extract = Extractor.__call__
+
+    def counting(self, x):
+        real_passes.append(x is images)
+        return extract(self, x)
+
+    monkeypatch.setattr(Extractor, "__call__", counting)
+
+    def by_class(z, y):  # a conditional "generator": a real image of the asked-for class
+        return torch.stack([images[(labels == c).nonzero()[i % 50, 0]] for i, c in enumerate(y.tolist())])
+
+    names = ["a", "b", "c"]
+    cold = evaluate(by_class, 16, images, labels, spec, "m1", real_keys=KEYS, batch_size=128, class_names=names)
+    assert sum(real_passes) == 1  # the cold cache extracts the reals once, for everything real-side
+    real_passes.clear()
+    warm = evaluate(by_class, 16, images, labels, spec, "m1", real_keys=KEYS, batch_size=128, class_names=names)
+    assert sum(real_passes) == 0 and len(real_passes) > 0
+    assert warm["per_class"] == cold["per_class"] and warm["accuracy"] == cold["accuracy"] > 0.9
