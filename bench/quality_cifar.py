@@ -182,19 +182,22 @@ def print_table(rows: list[dict], steps: int, minutes: float) -> None:
     def fd(r, mark):
         return r[mark]["fd"] if r.get(mark) else None
 
+    def accuracy(mark):
+        return "-" if not mark or mark["accuracy"] is None else f"{mark['accuracy']:.3f}"
+
     today = [r for r in rows if not r["recipe"].startswith("r3gan")]
     best = {m: min((fd(r, m) for r in today if fd(r, m) is not None), default=None) for m in ("at_steps", "at_minutes")}
-    print(f"\n| recipe | seed | FD @ {steps} steps | KID | accuracy | minutes | FD @ {minutes:g} min | steps | "
-          "FD/best today (images, time) | s/step | data share |")
+    print(f"\n| recipe | seed | FD @ {steps} steps | KID | CPU min | FD @ {minutes:g} min | steps | "
+          "accuracy (steps, min) | FD/best today (images, time) | s/step | data share |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         a, b = r.get("at_steps"), r["at_minutes"]
-        acc = "-" if b["accuracy"] is None else f"{a['accuracy']:.3f} / {b['accuracy']:.3f}" if a else f"- / {b['accuracy']:.3f}"
-        ratios = [f"{fd(r, m) / best[m]:.2f}" if best[m] and fd(r, m) is not None else "-" for m in ("at_steps", "at_minutes")]
         name = r["recipe"] + (f" ({' '.join(r['set'])})" if r.get("set") else "")
-        head = f"{a['fd']:.2f} | {a['kid']:.4f}" if a else "not reached | -"
-        print(f"| {name} | {r.get('seed', 0)} | {head} | {acc} | {a['minutes'] if a else float('nan'):.1f} | "
-              f"{b['fd']:.2f} | {b['steps']} | {', '.join(ratios)} | {r['s_per_step']:.3f} | {r['data_share']:.0%} |")
+        at_steps = f"{a['fd']:.2f} | {a['kid']:.4f} | {a['minutes']:.1f}" if a else "not reached | - | -"
+        ratios = [f"{fd(r, m) / best[m]:.2f}" if best[m] and fd(r, m) is not None else "-" for m in ("at_steps", "at_minutes")]
+        print(f"| {name} | {r['seed']} | {at_steps} | {b['fd']:.2f} | {b['steps']} | {accuracy(a)}, {accuracy(b)} | "
+              f"{', '.join(ratios)} | {r['s_per_step']:.3f} | {r['data_share']:.0%} |")
+
 
 if __name__ == "__main__":
     main()
