@@ -125,7 +125,7 @@ def jobs_(address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
     details = sorted((j for j in _jobs(address).list_jobs() if CHECK_METADATA not in (j.metadata or {})),
                      key=lambda j: j.start_time or 0, reverse=True)[:limit]
     versions = _versions(details, tracking_uri)
-    table = Table(id_column(), "job", "status", "start", "duration", "model version")
+    table = Table("submission id", "job", "status", "start", "duration", "model version")
     for j in details:
         meta = j.metadata or {}
         start = dt.datetime.fromtimestamp(j.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S") if j.start_time else "-"
