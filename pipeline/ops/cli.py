@@ -257,20 +257,16 @@ def schedule_status(schedule: Path = typer.Argument(..., help="Schedule YAML (se
     print_records(records)
 
 
-def id_column() -> Column:
-    """Submission ids are what users copy into `ganpipe logs ID`: never cut or wrapped, whatever the
-    terminal's width (rich narrows and wraps the other columns instead)."""
-    return Column("submission id", no_wrap=True, overflow="ignore")
-
-
 def print_records(records) -> None:
     """`schedule status`'s submissions, newest first: a table, then each gate's reason on its own
     lines below it (a reason is a sentence: in a column of an 80-column table it wrapped a word a line).
     On a narrow terminal the snapshot and due columns give way first: the id repeats them."""
     from pipeline.ops.state import MODEL_VERSION, REASON
 
+    # Ids are what users copy into `ganpipe logs ID`: never cut or wrapped (rich used to cut them to "nightly-…").
+    whole = Column("submission id", no_wrap=True, overflow="ignore")
     fixed = [Column(name, no_wrap=True) for name in ("job status", "outcome", "version")]
-    table = Table(id_column(), "snapshot", "due", *fixed)
+    table = Table(whole, "snapshot", "due", *fixed)
     for r in records:
         table.add_row(r.submission_id, r.snapshot[:12], r.fire_time, r.job_status, r.outcome or "(open)",
                       r.tags.get(MODEL_VERSION, ""))
