@@ -118,7 +118,7 @@ def test_ticks_submit_once_and_a_restarted_scheduler_records_the_decision_once(r
     sid2 = submission_id_for(spec, snapshot2)
     # In the next cron minute at the earliest: a first run that ended within its own minute leaves that
     # minute's slot used ("not due"), which is the scheduler's rule, not what this part tests.
-    next_slot = dt.datetime.fromisoformat(record.fire_time) + dt.timedelta(minutes=1)
+    next_slot = dt.datetime.fromisoformat(record.fire_time) + dt.timedelta(minutes=1, seconds=1)  # just past it
     second = tick(spec, address=ray_head.dashboard_url, say=lambda m: None,
                   now=max(dt.datetime.now(dt.timezone.utc), next_slot))
     assert second.submitted == sid2, second.message
