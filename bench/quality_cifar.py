@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -123,11 +124,18 @@ def run(name: str, job: str, extra: list[str], args, scorer, manifest: dict) -> 
     out["s_per_step"] = profile["step"] / step
     out["data_share"] = profile["data"] / (profile["data"] + profile["step"])
     args.grids.mkdir(parents=True, exist_ok=True)
-    seed = f"_seed{args.seed}" if args.seed else ""
-    grid = args.grids / f"cifar_{name.split()[0]}{'_uncond' if 'unconditional' in name else ''}{seed}.png"
+    grid = args.grids / f"cifar_{grid_name(name, args.set, args.seed)}.png"
     save_grid(parts, spec, grid)
     out["grid"] = str(grid)
     return out
+
+
+def grid_name(recipe: str, overrides: list[str], seed: int) -> str:
+    """One file per run that can differ: the recipe, its --set overrides and its seed (the committed
+    figures are seed 0 without overrides: cifar_r3gan-cifar10.png)."""
+    parts = [recipe.split()[0]] + (["uncond"] if "unconditional" in recipe else [])
+    parts += [re.sub(r"[^A-Za-z0-9.=-]+", "-", o) for o in overrides] + ([f"seed{seed}"] if seed else [])
+    return "_".join(parts)
 
 
 def main() -> None:

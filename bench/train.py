@@ -283,7 +283,7 @@ def print_tables(args, *, rounds: list[dict], first: dict, c: list[float], c2: l
         print(f"| (d) peak RSS per Ray Train worker, run {LABELS[key]} (each round), GB | {per_round} |")
     print(f"| (e) checkpoint every {checkpoint_default} steps, share of step time | {e:.1%} ({len(extra)} checkpoints) |")
     print()
-    peak = max(g for rounds_of_key in rss.values() for workers in rounds_of_key for g in workers)
+    peak = max(max(workers) for per_round in rss.values() for workers in per_round)
     print("| goal | measured | met |\n|---|---:|:---:|")
     for label, value, ok in (
         (f"(a)/(c) >= {GOALS['a/c']}", a / rc, a / rc >= GOALS["a/c"]),
